@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tagcache/tagcache/cache"
+	"github.com/tagcache/tagcache/node"
+)
+
+// serverFlags are the flags of `tagcache server`. Every flag can also be set by the
+// environment variable TAGCACHE_<NAME> (upper case, dashes as underscores) and by a line
+// `name = value` in the --config file. Precedence: command line, environment, file,
+// default.
+type serverFlags struct {
+	fs *flag.FlagSet
+
+	config          string
+	bind            string
+	tcpPort         int
+	httpPort        int
+	username        string
+	password        string
+	tcpAuth         string
+	tokenTTL        time.Duration
+	maxMemory       byteSize
+	partitions      int
+	maxKeyBytes     int
+	maxValueBytes   byteSize
+	maxTags         int
+	maxTagBytes     int
+	maxConnections  int
+	idleTimeout     time.Duration
+	sweepInterval   time.Duration
+	logLevel        string
+	logJSON         bool
+	shutdownTimeout time.Duration
+}
+
+func newServerFlags(stderr io.Writer) *serverFlags {
+	f := &serverFlags{fs: flag.NewFlagSet("server", flag.ContinueOnError)}
+	fs := f.fs
+	fs.SetOutput(stderr)
+	d := node.DefaultConfig()
+	fs.StringVar(&f.config, "config", "", "optional config file: one \"name = value\" per line, names as the flags without dashes")
+	fs.StringVar(&f.bind, "bind", d.Bind, "address the client listeners bind to (non-loopback turns on password checks)")
+	fs.IntVar(&f.tcpPort, "tcp-port", d.TCPPort, "TagCache text protocol port (0 disables)")
+	fs.IntVar(&f.httpPort, "http-port", d.HTTPPort, "HTTP JSON API port (0 disables)")
+	fs.StringVar(&f.username, "username", "", "client username (default \"admin\")")
+	fs.StringVar(&f.password, "password", "", "client password (default: \"password\" on a loopback bind, else generated and logged once)")
+	fs.StringVar(&f.tcpAuth, "tcp-auth", d.TCPAuth, "require AUTH on the text protocol: on, off, or auto (on when --bind is not loopback)")
+	fs.DurationVar(&f.tokenTTL, "token-ttl", d.TokenTTL, "lifetime of HTTP bearer tokens from /auth/login")
+	fs.Var(&f.maxMemory, "max-memory", "memory limit for stored data, e.g. 512MiB or 2GB; eviction keeps the node under it (0: unlimited)")
+	fs.IntVar(&f.partitions, "partitions", cache.DefaultPartitions, "ring partitions (each its own store shard)")
+	fs.IntVar(&f.maxKeyBytes, "max-key-bytes", cache.DefaultMaxKeyBytes, "longest key accepted, in bytes")
+	f.maxValueBytes = cache.DefaultMaxValueBytes
+	fs.Var(&f.maxValueBytes, "max-value-bytes", "largest value accepted, e.g. 1MiB")
+	fs.IntVar(&f.maxTags, "max-tags", cache.DefaultMaxTags, "most tags one entry may carry")
+	fs.IntVar(&f.maxTagBytes, "max-tag-bytes", cache.DefaultMaxTagBytes, "longest tag accepted, in bytes")
+	fs.IntVar(&f.maxConnections, "max-connections", d.MaxConnections, "most concurrent text-protocol connections")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", d.IdleTimeout, "close client connections idle this long")
+	fs.DurationVar(&f.sweepInterval, "sweep-interval", cache.DefaultSweepInterval, "how often expired entries are reclaimed in the background")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	fs.BoolVar(&f.logJSON, "log-json", false, "write logs as JSON lines")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before connections are closed")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: tagcache server [flags]")
+		fmt.Fprintln(fs.Output(), "\nRuns a TagCache node. Every flag can also be set as TAGCACHE_<FLAG> in the")
+		fmt.Fprintln(fs.Output(), "environment (e.g. TAGCACHE_MAX_MEMORY=1GiB) or as `name = value` in --config.")
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
+	return f
+}
+
+// parse reads the command line, then fills every flag not given there from the
+// environment and then from the config file.
+func (f *serverFlags) parse(args []string, getenv func(string) string) error {
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	if f.fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(f.fs.Args(), " "))
+	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var err error
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		env := "TAGCACHE_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v := getenv(env); v != "" && !set[fl.Name] && err == nil {
+			if e := f.fs.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("environment %s: %w", env, e)
+			}
+			set[fl.Name] = true
+		}
+	})
+	if err != nil || f.config == "" {
+		return err
+	}
+	values, err := readConfigFile(f.config)
+	if err != nil {
+		return err
+	}
+	for _, kv := range values {
+		if f.fs.Lookup(kv.name) == nil {
+			return fmt.Errorf("%s:%d: unknown setting %q", f.config, kv.line, kv.name)
+		}
+		if kv.name == "config" {
+			return fmt.Errorf("%s:%d: a config file cannot name another config file", f.config, kv.line)
+		}
+		if set[kv.name] {
+			continue
+		}
+		if e := f.fs.Set(kv.name, kv.value); e != nil {
+			return fmt.Errorf("%s:%d: %s: %w", f.config, kv.line, kv.name, e)
+		}
+	}
+	return nil
+}
+
+type setting struct {
+	name, value string
+	line        int
+}
+
+// readConfigFile reads `name = value` lines; blank lines and lines starting with # are
+// ignored, and a value may be quoted with double quotes.
+func readConfigFile(path string) ([]setting, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	defer file.Close()
+	var out []setting
+	sc := bufio.NewScanner(file)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: expected name = value", path, n)
+		}
+		value = strings.TrimSpace(value)
+		if uq, err := strconv.Unquote(value); err == nil && strings.HasPrefix(value, `"`) {
+			value = uq
+		}
+		out = append(out, setting{strings.TrimSpace(name), value, n})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// nodeConfig turns the flags into a node configuration.
+func (f *serverFlags) nodeConfig(logger hclog.Logger) node.Config {
+	port := func(p int) int {
+		if p == 0 {
+			return -1 // the flag's 0 disables; node.Config uses -1 for that
+		}
+		return p
+	}
+	c := node.DefaultConfig()
+	c.Bind = f.bind
+	c.TCPPort = port(f.tcpPort)
+	c.HTTPPort = port(f.httpPort)
+	c.Username = f.username
+	c.Password = f.password
+	c.TCPAuth = f.tcpAuth
+	c.TokenTTL = f.tokenTTL
+	c.MaxConnections = f.maxConnections
+	c.IdleTimeout = f.idleTimeout
+	c.Cache.Partitions = f.partitions
+	c.Cache.MaxMemory = int64(f.maxMemory)
+	c.Cache.MaxKeyBytes = f.maxKeyBytes
+	c.Cache.MaxValueBytes = int(f.maxValueBytes)
+	c.Cache.MaxTags = f.maxTags
+	c.Cache.MaxTagBytes = f.maxTagBytes
+	c.Cache.SweepInterval = f.sweepInterval
+	c.Logger = logger
+	return c
+}
+
+func (f *serverFlags) validate() error {
+	switch {
+	case f.tcpPort < 0 || f.tcpPort > 65535:
+		return fmt.Errorf("--tcp-port must be 0..65535, got %d", f.tcpPort)
+	case f.httpPort < 0 || f.httpPort > 65535:
+		return fmt.Errorf("--http-port must be 0..65535, got %d", f.httpPort)
+	case f.tcpPort == 0 && f.httpPort == 0:
+		return errors.New("--tcp-port and --http-port are both 0: the node would serve nothing")
+	case hclog.LevelFromString(f.logLevel) == hclog.NoLevel:
+		return fmt.Errorf("--log-level must be trace, debug, info, warn or error, got %q", f.logLevel)
+	case f.maxConnections < 1:
+		return fmt.Errorf("--max-connections must be at least 1, got %d", f.maxConnections)
+	case f.tokenTTL <= 0:
+		return fmt.Errorf("--token-ttl must be positive, got %s", f.tokenTTL)
+	case f.idleTimeout < 0:
+		return fmt.Errorf("--idle-timeout must not be negative, got %s", f.idleTimeout)
+	}
+	return nil
+}
+
+func runServer(args []string, stdout, stderr io.Writer) int {
+	f := newServerFlags(stderr)
+	if err := f.parse(args, os.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "tagcache server:", err)
+		return 2
+	}
+	if err := f.validate(); err != nil {
+		fmt.Fprintln(stderr, "tagcache server:", err)
+		return 2
+	}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name:       "tagcache",
+		Level:      hclog.LevelFromString(f.logLevel),
+		JSONFormat: f.logJSON,
+		Output:     stderr,
+	})
+	n, err := node.New(f.nodeConfig(logger))
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return 1
+	}
+	if err := n.Start(); err != nil {
+		logger.Error("cannot start", "error", err)
+		n.Shutdown(context.Background())
+		return 1
+	}
+	logger.Info("node ready", "version", version, "partitions", f.partitions, "max_memory", f.maxMemory.String())
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	signal.Stop(sig)
+	logger.Info("shutting down: finishing in-flight requests", "signal", s.String(), "timeout", f.shutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		logger.Warn("shutdown incomplete", "error", err)
+	}
+	logger.Info("stopped")
+	return 0
+}
+
+// byteSize is a flag value for sizes: a number of bytes with an optional unit, K/KB (1000),
+// KiB (1024), M/MB, MiB, G/GB, GiB, T/TB, TiB (case-insensitive).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	v := int64(*b)
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v >= u.size && v%u.size == 0 {
+			return strconv.FormatInt(v/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	v, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(v)
+	return nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := len(t)
+	for i > 0 && (t[i-1] < '0' || t[i-1] > '9') {
+		i--
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q: want a non-negative number with an optional unit (KiB, MiB, GiB, KB, MB, GB…)", s)
+	}
+	mult := map[string]int64{"": 1, "b": 1,
+		"k": 1e3, "kb": 1e3, "kib": 1 << 10,
+		"m": 1e6, "mb": 1e6, "mib": 1 << 20,
+		"g": 1e9, "gb": 1e9, "gib": 1 << 30,
+		"t": 1e12, "tb": 1e12, "tib": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("invalid size %q: unknown unit %q", s, unit)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q: too large", s)
+	}
+	return n * mult, nil
+}

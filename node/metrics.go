@@ -1,0 +1,108 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is a node's Prometheus registry: the store's statistics, read at scrape time,
+// and request counts and latency histograms per protocol and command.
+type Metrics struct {
+	Registry *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// NewMetrics registers the request metrics, the Go runtime and process collectors, and a
+// collector reading backend's statistics.
+func NewMetrics(backend Backend) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tagcache_requests_total",
+			Help: "Client requests by protocol, command and result (ok or error).",
+		}, []string{"protocol", "command", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tagcache_request_duration_seconds",
+			Help:    "Time to execute a client request, by protocol and command.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"protocol", "command"}),
+	}
+	m.Registry.MustRegister(m.requests, m.latency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		storeCollector{backend})
+	return m
+}
+
+// CommandMetrics are one (protocol, command) pair's metrics, resolved once so the request
+// path does no label lookups.
+type CommandMetrics struct {
+	ok, failed prometheus.Counter
+	latency    prometheus.Observer
+}
+
+// Command returns the metrics of one protocol's command.
+func (m *Metrics) Command(protocol, command string) *CommandMetrics {
+	return &CommandMetrics{
+		ok:      m.requests.WithLabelValues(protocol, command, "ok"),
+		failed:  m.requests.WithLabelValues(protocol, command, "error"),
+		latency: m.latency.WithLabelValues(protocol, command),
+	}
+}
+
+// Observe records one request that started at start.
+func (c *CommandMetrics) Observe(start time.Time, failed bool) {
+	c.latency.Observe(time.Since(start).Seconds())
+	if failed {
+		c.failed.Inc()
+	} else {
+		c.ok.Inc()
+	}
+}
+
+type storeCollector struct{ backend Backend }
+
+var (
+	descHits          = prometheus.NewDesc("tagcache_hits_total", "GETs that found a live entry.", nil, nil)
+	descMisses        = prometheus.NewDesc("tagcache_misses_total", "GETs that found no live entry.", nil, nil)
+	descPuts          = prometheus.NewDesc("tagcache_puts_total", "Entries written.", nil, nil)
+	descInvalidations = prometheus.NewDesc("tagcache_invalidations_total", "Live entries removed by invalidations and FLUSH.", nil, nil)
+	descEvictions     = prometheus.NewDesc("tagcache_evictions_total", "Entries evicted to stay under the memory limit.", nil, nil)
+	descExpirations   = prometheus.NewDesc("tagcache_expirations_total", "Expired entries removed.", nil, nil)
+	descItems         = prometheus.NewDesc("tagcache_items", "Entries held.", nil, nil)
+	descBytes         = prometheus.NewDesc("tagcache_bytes", "Estimated bytes held by entries and the tag index.", nil, nil)
+	descTags          = prometheus.NewDesc("tagcache_tags", "Distinct tags held.", nil, nil)
+)
+
+func (storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHits, descMisses, descPuts, descInvalidations, descEvictions, descExpirations, descItems, descBytes, descTags} {
+		ch <- d
+	}
+}
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.backend.Stats(ctx)
+	if err != nil {
+		return
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter(descHits, st.Hits)
+	counter(descMisses, st.Misses)
+	counter(descPuts, st.Puts)
+	counter(descInvalidations, st.Invalidations)
+	counter(descEvictions, st.Evictions)
+	counter(descExpirations, st.Expirations)
+	gauge(descItems, st.Items)
+	gauge(descBytes, st.Bytes)
+	gauge(descTags, st.Tags)
+}

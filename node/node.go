@@ -1,0 +1,286 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tagcache/tagcache/cache"
+)
+
+// Config is a node's configuration. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// Bind is the address the client listeners bind to. The default, 127.0.0.1, keeps a
+	// node that was started with no configuration private to its machine.
+	Bind string
+	// TCPPort is the TagCache text protocol port. 0 picks a free port (tests); -1
+	// disables the listener (cmd/tagcache maps the flag value 0 to -1).
+	TCPPort int
+	// HTTPPort is the JSON HTTP API port; 0 and -1 as for TCPPort.
+	HTTPPort int
+
+	// Username and Password are the client credentials. Left empty on a loopback Bind,
+	// the original TagCache's admin/password apply; left empty on any other Bind, a random
+	// password is generated and logged once. The well-known password is refused on a
+	// non-loopback Bind.
+	Username string
+	Password string
+	// TCPAuth says whether text-protocol clients must AUTH first: "on", "off", or "auto"
+	// (on exactly when Bind is not loopback).
+	TCPAuth string
+	// TokenTTL is how long an HTTP bearer token from /auth/login stays valid.
+	TokenTTL time.Duration
+
+	// MaxConnections bounds concurrent text-protocol connections; more are refused with
+	// "ERR max connections (limit N)".
+	MaxConnections int
+	// IdleTimeout closes a text-protocol connection that sends nothing for this long.
+	IdleTimeout time.Duration
+	// MaxLineBytes bounds one text-protocol line. 0 derives it from the cache limits:
+	// room for a maximal key, value and tag list.
+	MaxLineBytes int
+	// MaxBodyBytes bounds an HTTP request body. 0 derives it like MaxLineBytes.
+	MaxBodyBytes int64
+
+	// Cache configures the local store.
+	Cache cache.Config
+	// Logger receives the node's structured logs. Defaults to a discarding logger.
+	Logger hclog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultBind           = "127.0.0.1"
+	DefaultTCPPort        = 1984
+	DefaultHTTPPort       = 8080
+	DefaultTokenTTL       = time.Hour
+	DefaultMaxConnections = 10000
+	DefaultIdleTimeout    = 10 * time.Minute
+)
+
+// DefaultConfig returns the configuration of `tagcache server` with no flags.
+func DefaultConfig() Config {
+	return Config{
+		Bind:           DefaultBind,
+		TCPPort:        DefaultTCPPort,
+		HTTPPort:       DefaultHTTPPort,
+		TCPAuth:        "auto",
+		TokenTTL:       DefaultTokenTTL,
+		MaxConnections: DefaultMaxConnections,
+		IdleTimeout:    DefaultIdleTimeout,
+		Cache:          cache.DefaultConfig(),
+	}
+}
+
+// Node is one TagCache node: its store, its backend and its client-facing servers.
+type Node struct {
+	cfg     Config
+	log     hclog.Logger
+	store   *cache.Store
+	backend Backend
+	auth    *Auth
+	metrics *Metrics
+	tcpAuth bool // text-protocol clients must AUTH
+
+	// GeneratedPassword is set when no password was configured on a non-loopback bind
+	// and the node made one up; it is logged once at start.
+	GeneratedPassword string
+
+	text *textServer
+	http *http.Server
+
+	closing   atomic.Bool // Shutdown has begun
+	mu        sync.Mutex  // protects listeners
+	listeners []net.Listener
+	wg        sync.WaitGroup // serve loops
+}
+
+// New builds a node from cfg without opening any listener.
+func New(cfg Config) (*Node, error) {
+	d := DefaultConfig()
+	if cfg.Bind == "" {
+		cfg.Bind = d.Bind
+	}
+	if cfg.TCPAuth == "" {
+		cfg.TCPAuth = d.TCPAuth
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = d.TokenTTL
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = d.MaxConnections
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = d.IdleTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	store, err := cache.New(cfg.Cache)
+	if err != nil {
+		return nil, err
+	}
+	cc := store.Config()
+	// A line holds a verb, a key, a TTL, a tag list and a value, separated by tabs.
+	derived := 64 + cc.MaxKeyBytes + cc.MaxValueBytes + cc.MaxTags*(cc.MaxTagBytes+1)
+	if cfg.MaxLineBytes == 0 {
+		cfg.MaxLineBytes = derived
+	}
+	if cfg.MaxBodyBytes == 0 {
+		// JSON escaping can double a value (\uXXXX sextuples it, but that is rare).
+		cfg.MaxBodyBytes = int64(2*derived + 4096)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, store: store, backend: Local{Store: store}}
+
+	loopback := isLoopback(cfg.Bind)
+	switch cfg.TCPAuth {
+	case "on":
+		n.tcpAuth = true
+	case "off":
+	case "auto":
+		n.tcpAuth = !loopback
+	default:
+		store.Close()
+		return nil, fmt.Errorf("tcp auth must be on, off or auto, got %q", cfg.TCPAuth)
+	}
+	user, pass := cfg.Username, cfg.Password
+	if user == "" {
+		user = DefaultUsername
+	}
+	if pass == "" {
+		if loopback {
+			pass = DefaultPassword
+		} else {
+			pass = randomString(24)
+			n.GeneratedPassword = pass
+		}
+	}
+	if !loopback && pass == DefaultPassword {
+		store.Close()
+		return nil, fmt.Errorf("refusing the well-known password %q on non-loopback bind %s: set --password", DefaultPassword, cfg.Bind)
+	}
+	n.auth = NewAuth(user, pass, cfg.TokenTTL)
+	n.metrics = NewMetrics(n.backend)
+	n.text = newTextServer(n)
+	n.http = &http.Server{
+		Handler:           n.httpHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	return n, nil
+}
+
+// isLoopback reports whether bind names only loopback addresses.
+func isLoopback(bind string) bool {
+	if bind == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(bind)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Store returns the node's local store.
+func (n *Node) Store() *cache.Store { return n.store }
+
+// Backend returns what the node's servers call.
+func (n *Node) Backend() Backend { return n.backend }
+
+// Auth returns the node's client credentials.
+func (n *Node) Auth() *Auth { return n.auth }
+
+// Metrics returns the node's Prometheus metrics.
+func (n *Node) Metrics() *Metrics { return n.metrics }
+
+// Start opens the configured listeners and serves them in the background.
+func (n *Node) Start() error {
+	if n.GeneratedPassword != "" {
+		n.log.Warn("no password configured on a non-loopback bind; generated one (shown once)",
+			"username", DefaultUsername, "password", n.GeneratedPassword)
+	}
+	if n.cfg.TCPPort >= 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.TCPPort)))
+		if err != nil {
+			return fmt.Errorf("listen text protocol: %w", err)
+		}
+		n.ServeTCP(ln)
+	}
+	if n.cfg.HTTPPort >= 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.HTTPPort)))
+		if err != nil {
+			n.closeListeners()
+			return fmt.Errorf("listen http: %w", err)
+		}
+		n.ServeHTTP(ln)
+	}
+	return nil
+}
+
+// ServeTCP serves the text protocol on ln in the background until Shutdown.
+func (n *Node) ServeTCP(ln net.Listener) {
+	n.track(ln)
+	n.log.Info("text protocol listening", "addr", ln.Addr().String(), "auth", n.tcpAuth)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.text.serve(ln)
+	}()
+}
+
+// ServeHTTP serves the HTTP API on ln in the background until Shutdown.
+func (n *Node) ServeHTTP(ln net.Listener) {
+	n.track(ln)
+	n.log.Info("http api listening", "addr", ln.Addr().String())
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !n.closing.Load() {
+			n.log.Error("http server stopped", "error", err)
+		}
+	}()
+}
+
+func (n *Node) track(ln net.Listener) {
+	n.mu.Lock()
+	n.listeners = append(n.listeners, ln)
+	n.mu.Unlock()
+}
+
+// Addrs returns the addresses the node listens on, in the order they were opened.
+func (n *Node) Addrs() []net.Addr {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]net.Addr, len(n.listeners))
+	for i, ln := range n.listeners {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+func (n *Node) closeListeners() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ln := range n.listeners {
+		ln.Close()
+	}
+}
+
+// Shutdown stops accepting connections, lets in-flight requests finish (until ctx ends,
+// after which remaining connections are closed), and stops the store's sweeper.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.closing.Store(true)
+	n.closeListeners()
+	errHTTP := n.http.Shutdown(ctx)
+	errText := n.text.shutdown(ctx)
+	n.wg.Wait()
+	n.store.Close()
+	return errors.Join(errHTTP, errText)
+}

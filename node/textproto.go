@@ -1,0 +1,545 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tagcache/tagcache/cache"
+)
+
+// The TagCache text protocol (docs/protocol.md, ../shared/PROTOCOL.md): one command per
+// line, TAB-separated fields, one reply line per command. A connection is served by one
+// goroutine that parses every command already buffered, appends the replies to one output
+// buffer and writes it once when no input is left (pipelining with batched writes).
+
+const textReadBuffer = 16 << 10
+
+// textServer serves the text protocol for a node.
+type textServer struct {
+	n       *Node
+	cmds    map[string]*CommandMetrics // verb -> metrics
+	unknown *CommandMetrics
+
+	closing atomic.Bool
+	mu      sync.Mutex            // protects conns
+	conns   map[net.Conn]struct{} // open connections
+	active  sync.WaitGroup        // connection goroutines
+	count   atomic.Int64          // open connections
+}
+
+var textVerbs = []string{"PUT", "ADD", "INCR", "DECR", "GET", "DEL", "INV_TAG", "INV_TAGS_ANY",
+	"INV_TAGS_ALL", "INV_KEYS", "KEYS_BY_TAG", "STATS", "FLUSH", "AUTH"}
+
+func newTextServer(n *Node) *textServer {
+	s := &textServer{n: n, cmds: make(map[string]*CommandMetrics), conns: make(map[net.Conn]struct{})}
+	for _, v := range textVerbs {
+		s.cmds[v] = n.metrics.Command("tcp", strings.ToLower(v))
+	}
+	s.cmds["KEYS"] = s.cmds["KEYS_BY_TAG"]
+	s.unknown = n.metrics.Command("tcp", "unknown")
+	return s
+}
+
+// serve accepts connections until ln is closed. An accept error that is not the
+// listener's closing is logged and retried with backoff: one bad accept never stops the
+// listener.
+func (s *textServer) serve(ln net.Listener) {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.n.log.Warn("text protocol accept failed; retrying", "error", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if s.count.Load() >= int64(s.n.cfg.MaxConnections) {
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			fmt.Fprintf(c, "ERR max connections (limit %d)\n", s.n.cfg.MaxConnections)
+			c.Close()
+			continue
+		}
+		if !s.track(c) {
+			c.Close()
+			return
+		}
+		go s.handle(c)
+	}
+}
+
+func (s *textServer) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.count.Add(1)
+	s.active.Add(1)
+	return true
+}
+
+func (s *textServer) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.count.Add(-1)
+	s.active.Done()
+}
+
+// shutdown makes every connection finish the commands it has already received, flush
+// the replies and close; connections still open when ctx ends are closed.
+func (s *textServer) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now()) // a blocked read returns; buffered commands still run
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return fmt.Errorf("text protocol: connections still open at shutdown were closed: %w", ctx.Err())
+	}
+}
+
+func (s *textServer) handle(c net.Conn) {
+	defer s.untrack(c)
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	r := bufio.NewReaderSize(c, textReadBuffer)
+	w := bufio.NewWriterSize(c, textReadBuffer)
+	sess := &session{srv: s, w: w, authed: !s.n.tcpAuth}
+	var long []byte // a line longer than the read buffer, being accumulated
+	tooLong := false
+	for {
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return
+			}
+			if s.closing.Load() {
+				return
+			}
+			if s.n.cfg.IdleTimeout > 0 {
+				c.SetReadDeadline(time.Now().Add(s.n.cfg.IdleTimeout))
+			}
+		}
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if !tooLong {
+				if len(long)+len(line) > s.n.cfg.MaxLineBytes {
+					tooLong, long = true, nil
+				} else {
+					long = append(long, line...)
+				}
+			}
+			continue
+		}
+		if err != nil {
+			// EOF, idle timeout or shutdown: a final unterminated line is not a command.
+			w.Flush()
+			return
+		}
+		if tooLong || len(long)+len(line) > s.n.cfg.MaxLineBytes+1 {
+			fmt.Fprintf(w, "ERR line too long (limit %d bytes)\n", s.n.cfg.MaxLineBytes)
+			tooLong, long = false, long[:0]
+			continue
+		}
+		if len(long) > 0 {
+			line = append(long, line...)
+		}
+		if !sess.exec(line) {
+			w.Flush()
+			return
+		}
+		if cap(long) > textReadBuffer*4 {
+			long = nil // do not keep a huge buffer for an idle connection
+		} else {
+			long = long[:0]
+		}
+	}
+}
+
+// session is one connection's state.
+type session struct {
+	srv      *textServer
+	w        *bufio.Writer
+	authed   bool
+	failures int // failed AUTH attempts
+}
+
+// maxAuthFailures closes a connection that keeps guessing credentials.
+const maxAuthFailures = 5
+
+// splitFields splits a line (without its line ending) at TABs into at most 5 fields, so
+// the last field keeps any further TABs.
+func splitFields(line []byte, out *[5][]byte) int {
+	n := 0
+	for n < 4 {
+		i := bytes.IndexByte(line, '\t')
+		if i < 0 {
+			break
+		}
+		out[n] = line[:i]
+		line = line[i+1:]
+		n++
+	}
+	out[n] = line
+	return n + 1
+}
+
+// upperVerb writes verb upper-cased into buf (ASCII), or returns nil if it is too long to
+// be a verb.
+func upperVerb(verb []byte, buf *[16]byte) []byte {
+	if len(verb) > len(buf) {
+		return nil
+	}
+	for i, c := range verb {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return buf[:len(verb)]
+}
+
+// exec runs one line and writes its reply. It returns false to close the connection.
+func (ss *session) exec(line []byte) bool {
+	line = bytes.TrimSuffix(line, []byte{'\n'})
+	line = bytes.TrimSuffix(line, []byte{'\r'})
+	if len(line) == 0 {
+		return true // an empty line gets no reply
+	}
+	var f [5][]byte
+	nf := splitFields(line, &f)
+	var vb [16]byte
+	verb := string(upperVerb(f[0], &vb))
+	m := ss.srv.cmds[verb]
+	if m == nil {
+		ss.srv.unknown.Observe(time.Now(), true)
+		ss.w.WriteString("ERR unknown_command\n")
+		return true
+	}
+	start := time.Now()
+	if verb == "AUTH" {
+		ok := nf >= 3 && ss.srv.n.auth.Check(string(f[1]), string(f[2]))
+		m.Observe(start, !ok)
+		if ok {
+			ss.authed, ss.failures = true, 0
+			ss.w.WriteString("OK\n")
+			return true
+		}
+		ss.failures++
+		ss.w.WriteString("ERR unauthorized\n")
+		return ss.failures < maxAuthFailures
+	}
+	if !ss.authed {
+		m.Observe(start, true)
+		ss.w.WriteString("ERR unauthorized\n")
+		return true
+	}
+	err := ss.run(verb, f[1:nf])
+	if err != nil {
+		ss.writeErr(err)
+	}
+	m.Observe(start, err != nil)
+	return true
+}
+
+// protoError is a reply reason for input the protocol rejects before reaching the store.
+type protoError string
+
+func (e protoError) Error() string { return string(e) }
+
+const (
+	errMissingKey   = protoError("missing_key")
+	errMissingTag   = protoError("missing_tag")
+	errMissingTags  = protoError("missing_tags")
+	errEmptyTags    = protoError("empty_tags")
+	errMissingKeys  = protoError("missing_keys")
+	errEmptyKeys    = protoError("empty_keys")
+	errInvalidTTL   = protoError("invalid_ttl")
+	errInvalidNumer = protoError("invalid_number")
+)
+
+func (ss *session) writeErr(err error) {
+	msg := err.Error()
+	if strings.ContainsAny(msg, "\r\n") {
+		msg = strings.NewReplacer("\r", " ", "\n", " ").Replace(msg)
+	}
+	ss.w.WriteString("ERR ")
+	ss.w.WriteString(msg)
+	ss.w.WriteByte('\n')
+}
+
+// run executes verb with its fields (after the verb) and writes the reply on success.
+func (ss *session) run(verb string, args [][]byte) error {
+	b := ss.srv.n.backend
+	ctx := context.Background()
+	w := ss.w
+	arg := func(i int) ([]byte, bool) {
+		if i < len(args) {
+			return args[i], true
+		}
+		return nil, false
+	}
+	switch verb {
+	case "PUT", "ADD":
+		key, ok := arg(0)
+		if !ok || len(key) == 0 {
+			return errMissingKey
+		}
+		ttlField, _ := arg(1)
+		ttl, err := parseTTL(ttlField)
+		if err != nil {
+			return err
+		}
+		tagField, _ := arg(2)
+		value, _ := arg(3)
+		tags := parseTagList(tagField, false)
+		if verb == "PUT" {
+			if err := b.Put(ctx, string(key), value, ttl, tags); err != nil {
+				return err
+			}
+			w.WriteString("OK\n")
+			return nil
+		}
+		added, err := b.Add(ctx, string(key), value, ttl, tags)
+		if err != nil {
+			return err
+		}
+		if added {
+			w.WriteString("ADDED\n")
+		} else {
+			w.WriteString("EXISTS\n")
+		}
+		return nil
+
+	case "INCR", "DECR":
+		key, ok := arg(0)
+		if !ok || len(key) == 0 {
+			return errMissingKey
+		}
+		by := int64(1)
+		if f, _ := arg(1); len(f) > 0 && !isNone(f) {
+			n, err := strconv.ParseInt(string(f), 10, 64)
+			if err != nil {
+				return errInvalidNumer
+			}
+			by = n
+		}
+		ttlField, _ := arg(2)
+		ttl, err := parseTTL(ttlField)
+		if err != nil {
+			return err
+		}
+		tagField, _ := arg(3)
+		tags := parseTagList(tagField, false)
+		var n int64
+		if verb == "INCR" {
+			n, err = b.Incr(ctx, string(key), by, ttl, tags)
+		} else {
+			n, err = b.Decr(ctx, string(key), by, ttl, tags)
+		}
+		if err != nil {
+			return err
+		}
+		w.WriteString("VALUE\t")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
+		w.WriteByte('\n')
+		return nil
+
+	case "GET":
+		key, ok := arg(0)
+		if !ok {
+			return errMissingKey
+		}
+		v, found, err := b.Get(ctx, string(key))
+		if err != nil {
+			return err
+		}
+		if !found {
+			w.WriteString("NF\n")
+			return nil
+		}
+		w.WriteString("VALUE\t")
+		w.Write(v)
+		w.WriteByte('\n')
+		return nil
+
+	case "DEL":
+		key, ok := arg(0)
+		if !ok {
+			return errMissingKey
+		}
+		deleted := false
+		if len(key) > 0 {
+			var err error
+			if deleted, err = b.Del(ctx, string(key)); err != nil {
+				return err
+			}
+		}
+		if deleted {
+			w.WriteString("DEL ok\n")
+		} else {
+			w.WriteString("DEL nf\n")
+		}
+		return nil
+
+	case "INV_TAG":
+		tag, ok := arg(0)
+		if !ok {
+			return errMissingTag
+		}
+		n, err := b.InvalidateTag(ctx, string(tag))
+		if err != nil {
+			return err
+		}
+		writeCount(w, "INV_TAG\t", n)
+		return nil
+
+	case "INV_TAGS_ANY", "INV_TAGS_ALL", "INV_KEYS":
+		field, _ := arg(0)
+		if len(field) == 0 {
+			if verb == "INV_KEYS" {
+				return errMissingKeys
+			}
+			return errMissingTags
+		}
+		list := parseTagList(field, true)
+		if len(list) == 0 {
+			if verb == "INV_KEYS" {
+				return errEmptyKeys
+			}
+			return errEmptyTags
+		}
+		var n int
+		var err error
+		switch verb {
+		case "INV_TAGS_ANY":
+			n, err = b.InvalidateTagsAny(ctx, list)
+		case "INV_TAGS_ALL":
+			n, err = b.InvalidateTagsAll(ctx, list)
+		default:
+			n, err = b.InvalidateKeys(ctx, list)
+		}
+		if err != nil {
+			return err
+		}
+		w.WriteString(verb)
+		writeCount(w, "\t", n)
+		return nil
+
+	case "KEYS_BY_TAG", "KEYS":
+		tag, ok := arg(0)
+		if !ok {
+			return errMissingTag
+		}
+		keys, err := b.KeysByTag(ctx, string(tag), 0)
+		if err != nil {
+			return err
+		}
+		w.WriteString("KEYS\t")
+		for i, k := range keys {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			w.WriteString(k)
+		}
+		w.WriteByte('\n')
+		return nil
+
+	case "STATS":
+		st, err := b.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "STATS\t%d\t%d\t%d\t%d\t%.6f\n", st.Hits, st.Misses, st.Puts, st.Invalidations, st.HitRatio())
+		return nil
+
+	case "FLUSH":
+		n, err := b.Flush(ctx)
+		if err != nil {
+			return err
+		}
+		writeCount(w, "FLUSH\t", n)
+		return nil
+	}
+	return protoError("unknown_command")
+}
+
+func writeCount(w *bufio.Writer, prefix string, n int) {
+	w.WriteString(prefix)
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(n), 10))
+	w.WriteByte('\n')
+}
+
+func isNone(f []byte) bool { return len(f) == 1 && f[0] == '-' }
+
+// maxTTLMillis keeps a TTL inside time.Duration's range (about 292 years).
+const maxTTLMillis = int64(^uint64(0)>>1) / int64(time.Millisecond)
+
+// parseTTL reads a TTL field in milliseconds: "-" or empty is none, 0 stores an entry that
+// has already expired (as the original server does), anything else must be a
+// non-negative integer.
+func parseTTL(f []byte) (time.Duration, error) {
+	if len(f) == 0 || isNone(f) {
+		return 0, nil
+	}
+	ms, err := strconv.ParseInt(string(f), 10, 64)
+	if err != nil || ms < 0 || ms > maxTTLMillis {
+		return 0, errInvalidTTL
+	}
+	if ms == 0 {
+		return cache.ExpireNow, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// parseTagList splits a comma-separated list, dropping empty items ("-" alone is none).
+// trim also strips spaces around items, as the original does for INV_* lists.
+func parseTagList(f []byte, trim bool) []string {
+	if len(f) == 0 || isNone(f) {
+		return nil
+	}
+	out := make([]string, 0, bytes.Count(f, []byte{','})+1)
+	for len(f) > 0 {
+		item := f
+		if i := bytes.IndexByte(f, ','); i >= 0 {
+			item, f = f[:i], f[i+1:]
+		} else {
+			f = nil
+		}
+		if trim {
+			item = bytes.TrimSpace(item)
+		}
+		if len(item) > 0 {
+			out = append(out, string(item))
+		}
+	}
+	return out
+}
