@@ -7,6 +7,7 @@ package cache
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -64,7 +65,8 @@ type shard struct {
 // Store is the local store. All methods are safe for concurrent use.
 //
 // Lock order: a key shard's lock may be held while taking a tag shard's lock, never the
-// reverse, and no method holds two key shard locks at once.
+// reverse, and no method holds two key shard locks at once. Only an invalidation holds
+// several tag shard locks at once (in shard order, holding no key shard lock).
 type Store struct {
 	cfg    Config
 	clock  *Clock
@@ -72,6 +74,7 @@ type Store struct {
 	tags   *tagIndex
 
 	flushedAt  atomic.Uint64 // entries stamped before this are dead (FLUSH)
+	flushing   atomic.Int32  // FLUSHes between taking their stamp and storing it in flushedAt
 	reclaiming atomic.Int64  // tag invalidations whose reclaim is in progress
 	lruClock   atomic.Uint32 // ticks once per SweepInterval; entries record it on access
 
@@ -219,17 +222,87 @@ func (s *Store) expireAt(ttl time.Duration) int64 {
 	return s.nowMs() + ms
 }
 
-// publishLocked replaces key's entry (if any) by e: it unindexes the old entry, indexes
-// e's tags, and only then stamps e, so that an invalidation whose snapshot of a tag's keys
-// missed key is ordered before e (docs/store.md). The caller holds sh.mu.
+// publishLocked replaces key's entry old (nil if none) by e: it indexes e's tags and only
+// then stamps e, so that an invalidation whose snapshot of a tag's keys missed key is
+// ordered before e (docs/store.md), then installs e. The caller holds sh.mu.
 func (s *Store) publishLocked(sh *shard, key string, old, e *entry) {
-	if old != nil {
-		s.removeLocked(sh, key, old)
-	}
+	s.indexTags(key, e)
+	e.stamp = s.clock.Next()
+	s.installLocked(sh, key, old, e)
+}
+
+// indexTags indexes key under e's tags, interning them.
+func (s *Store) indexTags(key string, e *entry) {
 	for i, t := range e.tags {
 		e.tags[i] = s.tags.add(t, key)
 	}
-	e.stamp = s.clock.Next()
+}
+
+// stampDerivedLocked indexes e's tags and stamps e for a write computed from key's entry
+// old (a read-modify-write: INCR, Set, SetTTL), and reports whether old is live as of e's
+// stamp: killed by every invalidation and FLUSH stamped before it, by none stamped after.
+// Judging old before taking the stamp would let an invalidation stamped in between spare
+// e although e was computed from the value it killed. The caller holds sh.mu, and then
+// installs e (installLocked) or abandons it (unindexNew).
+func (s *Store) stampDerivedLocked(key string, old, e *entry) bool {
+	s.indexTags(key, e)
+	if old == nil {
+		e.stamp = s.clock.Next()
+		return false
+	}
+retry:
+	for {
+		e.stamp = s.clock.Next()
+		for s.flushing.Load() != 0 { // a FLUSH stores its stamp right after taking it
+			runtime.Gosched()
+		}
+		flushedAt := s.flushedAt.Load()
+		if flushedAt > e.stamp {
+			continue // a later FLUSH is already visible: judge as of a later stamp
+		}
+		live := old.stamp >= flushedAt && (old.expireAt == 0 || s.nowMs() < old.expireAt)
+		// An invalidation takes its stamp and stores it under its tags' shard locks, so
+		// invalidatedAt shows every invalidation stamped before e. old stays indexed under
+		// its tags until installLocked, so their states, and those stamps, are still there.
+		for _, t := range old.tags {
+			at := s.tags.invalidatedAt(t)
+			if at > e.stamp {
+				continue retry // a later invalidation is already visible
+			}
+			if old.stamp < at {
+				live = false
+			}
+		}
+		return live
+	}
+}
+
+// unindexNew undoes stampDerivedLocked's indexing of e when the write is abandoned.
+func (s *Store) unindexNew(key string, old, e *entry) {
+	for _, t := range e.tags {
+		if old == nil || !old.hasTag(t) {
+			s.tags.remove(t, key)
+		}
+	}
+}
+
+// installLocked puts e, indexed and stamped, in place of old (nil if none). old is
+// unindexed from the tags e does not carry only now, after e's stamp, so that old's tag
+// states, and the invalidation stamps they hold, stay in place until then. The caller
+// holds sh.mu.
+func (s *Store) installLocked(sh *shard, key string, old, e *entry) {
+	if old != nil {
+		for _, t := range old.tags {
+			if !e.hasTag(t) {
+				s.tags.remove(t, key)
+			}
+		}
+		if old.expireAt != 0 {
+			sh.expiring.Add(-1)
+		}
+		s.items.Add(-1)
+		s.bytes.Add(-entryBytes(key, old))
+	}
 	e.created = int64(e.stamp >> logicalBits)
 	e.access.Store(s.lruClock.Load())
 	sh.m[key] = e
@@ -238,7 +311,6 @@ func (s *Store) publishLocked(sh *shard, key string, old, e *entry) {
 	}
 	s.items.Add(1)
 	s.bytes.Add(entryBytes(key, e))
-	sh.puts.Add(1)
 }
 
 // removeLocked deletes key's entry e from the shard and the tag index. The caller holds
@@ -267,6 +339,7 @@ func (s *Store) Put(key string, value []byte, ttl time.Duration, tags []string) 
 	sh := s.shardFor(key)
 	sh.mu.Lock()
 	s.publishLocked(sh, key, sh.m[key], e)
+	sh.puts.Add(1)
 	sh.mu.Unlock()
 	s.evictIfNeeded()
 	return nil
@@ -287,6 +360,7 @@ func (s *Store) Add(key string, value []byte, ttl time.Duration, tags []string) 
 	}
 	s.countExpired(old)
 	s.publishLocked(sh, key, old, &entry{value: clone(value), tags: tags, expireAt: s.expireAt(ttl)})
+	sh.puts.Add(1)
 	sh.mu.Unlock()
 	s.evictIfNeeded()
 	return true, nil
@@ -310,32 +384,41 @@ func (s *Store) Incr(key string, delta int64, ttl time.Duration, tags []string) 
 	}
 	sh := s.shardFor(key)
 	sh.mu.Lock()
+	// Deferred in this order, eviction runs after the unlock: it takes shard locks, ours
+	// included.
+	defer s.evictIfNeeded()
 	defer sh.mu.Unlock()
 	old := sh.m[key]
-	n := delta
-	e := &entry{tags: tags, expireAt: s.expireAt(ttl)}
-	if old != nil && s.stateOf(old) == live {
-		cur, err := strconv.ParseInt(string(old.value), 10, 64)
-		if err != nil {
+	found := old != nil && s.stateOf(old) == live
+	var cur int64
+	if found {
+		if cur, err = strconv.ParseInt(string(old.value), 10, 64); err != nil {
 			return 0, ErrNotInteger
 		}
 		if (delta > 0 && cur > maxInt64-delta) || (delta < 0 && cur < minInt64-delta) {
 			return 0, ErrOverflow
 		}
+	}
+	n := delta
+	e := &entry{tags: tags, expireAt: s.expireAt(ttl)}
+	if found && tags == nil {
+		e.tags = slices.Clone(old.tags) // kept if old is still live as of e's stamp
+	}
+	if s.stampDerivedLocked(key, old, e) && found {
 		n = cur + delta
 		if ttl == 0 {
 			e.expireAt = old.expireAt
 		}
-		if tags == nil {
-			e.tags = slices.Clone(old.tags)
-		}
 	} else {
+		// Absent, or removed by an invalidation or FLUSH stamped before e: start afresh.
 		s.countExpired(old)
+		if tags == nil {
+			e.tags = nil // installLocked unindexes old's tags
+		}
 	}
 	e.value = strconv.AppendInt(nil, n, 10)
-	s.publishLocked(sh, key, old, e)
-	// Eviction takes other shards' locks; run it after ours is released.
-	defer s.evictIfNeeded()
+	s.installLocked(sh, key, old, e)
+	sh.puts.Add(1)
 	return n, nil
 }
 
@@ -354,16 +437,16 @@ func (s *Store) Decr(key string, by int64, ttl time.Duration, tags []string) (in
 
 // Get returns key's value. The slice is shared with the store: do not modify it.
 func (s *Store) Get(key string) ([]byte, bool) {
-	e, ok := s.lookup(key)
+	e, ok := s.lookup(key, true)
 	if !ok {
 		return nil, false
 	}
 	return e.value, true
 }
 
-// lookup returns key's live entry, counting a hit or a miss and removing an expired
-// entry it finds.
-func (s *Store) lookup(key string) (*entry, bool) {
+// lookup returns key's live entry, removing an expired entry it finds; count says
+// whether the read counts as a hit or miss.
+func (s *Store) lookup(key string, count bool) (*entry, bool) {
 	sh := s.shardFor(key)
 	sh.mu.RLock()
 	e := sh.m[key]
@@ -373,7 +456,9 @@ func (s *Store) lookup(key string) (*entry, bool) {
 	}
 	sh.mu.RUnlock()
 	if e == nil || st != live {
-		sh.misses.Add(1)
+		if count {
+			sh.misses.Add(1)
+		}
 		if st == expired {
 			s.removeIfExpired(sh, key, e)
 		}
@@ -382,7 +467,9 @@ func (s *Store) lookup(key string) (*entry, bool) {
 	if tick := s.lruClock.Load(); e.access.Load() != tick {
 		e.access.Store(tick)
 	}
-	sh.hits.Add(1)
+	if count {
+		sh.hits.Add(1)
+	}
 	return e, true
 }
 
@@ -422,9 +509,10 @@ func view(key string, e *entry) Entry {
 	return Entry{Key: key, Value: e.value, Tags: e.tags, Stamp: e.stamp, ExpireAt: e.expireAt, Created: e.created}
 }
 
-// GetEntry returns key's live entry with its metadata, counting a hit or miss like Get.
+// GetEntry returns key's live entry with its metadata. It is an inspection (HTTP
+// /keys/{key}, TTL, EXISTS), not a cache read: it counts no hit or miss.
 func (s *Store) GetEntry(key string) (Entry, bool) {
-	e, ok := s.lookup(key)
+	e, ok := s.lookup(key, false)
 	if !ok {
 		return Entry{}, false
 	}
@@ -472,29 +560,46 @@ func (s *Store) InvalidateTagsAny(tags []string) int {
 	if len(tags) == 0 {
 		return 0
 	}
+	return s.beginInvalidation(tags).finish()
+}
+
+// invalidation is an InvalidateTagsAny between its two steps: stamped, with each tag's
+// key set taken, and not yet reclaimed.
+type invalidation struct {
+	s     *Store
+	stamp uint64
+	snaps []tagSnapshot
+}
+
+type tagSnapshot struct {
+	ts   *tagState
+	keys map[string]struct{}
+}
+
+// beginInvalidation takes the invalidation's stamp and each tag's key set: from here on
+// every entry carrying one of tags and stamped before it is dead. The caller must call
+// finish.
+func (s *Store) beginInvalidation(tags []string) *invalidation {
 	// Raise the counter before stamping, so a reader that sees it at zero knows no
 	// entry is dead by a tag (stateOf).
 	s.reclaiming.Add(1)
+	stamp, snaps := s.tags.invalidate(tags, s.clock.Next)
+	return &invalidation{s: s, stamp: stamp, snaps: snaps}
+}
+
+// finish reclaims the keys the invalidation took and returns how many live entries it
+// removed.
+func (inv *invalidation) finish() int {
+	s := inv.s
 	defer s.reclaiming.Add(-1)
-	stamp := s.clock.Next()
-	type snapshot struct {
-		ts   *tagState
-		keys map[string]struct{}
-	}
-	snaps := make([]snapshot, 0, len(tags))
-	for _, t := range tags {
-		if ts, keys := s.tags.invalidate(t, stamp); ts != nil {
-			snaps = append(snaps, snapshot{ts, keys})
-		}
-	}
 	n := 0
-	for _, sn := range snaps {
+	for _, sn := range inv.snaps {
 		for k := range sn.keys {
-			if s.reclaim(k, sn.ts.name, stamp) {
+			if s.reclaim(k, sn.ts.name, inv.stamp) {
 				n++
 			}
 		}
-		s.tags.reclaimed(sn.ts)
+		s.tags.reclaimed(sn.ts, inv.stamp)
 	}
 	s.invalidations.Add(uint64(n))
 	return n
@@ -525,8 +630,9 @@ func (s *Store) reclaim(key, tag string, stamp uint64) bool {
 	if e == nil || !e.hasTag(tag) {
 		return false
 	}
-	if e.stamp > stamp {
-		s.tags.add(tag, key)
+	// Written after the stamp: it survives, unless a later invalidation of the tag has
+	// killed it meanwhile (that one found the tag's keys taken by us and left it to us).
+	if e.stamp > stamp && s.tags.readd(tag, key, e.stamp) {
 		return false
 	}
 	wasExpired := e.expireAt != 0 && s.nowMs() >= e.expireAt
@@ -615,8 +721,16 @@ func (s *Store) Tags() []TagCount {
 // Flush removes every entry and returns how many were live. Every entry written before
 // the call becomes invisible at one instant; the call then reclaims them shard by shard.
 func (s *Store) Flush() int {
+	// flushing tells read-modify-writes (stampDerivedLocked) that a stamp may be taken
+	// and not yet stored.
+	s.flushing.Add(1)
 	stamp := s.clock.Next()
-	s.flushedAt.Store(stamp)
+	// Raise flushedAt, never lower it: a concurrent FLUSH with a later stamp may have
+	// stored its own already.
+	for old := s.flushedAt.Load(); old < stamp && !s.flushedAt.CompareAndSwap(old, stamp); {
+		old = s.flushedAt.Load()
+	}
+	s.flushing.Add(-1)
 	n := 0
 	for p := range s.shards {
 		n += s.dropPartition(p, stamp)

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -13,8 +14,12 @@ import (
 type tagState struct {
 	name          string              // the interned tag; entries share this string
 	keys          map[string]struct{} // keys whose entry carries the tag
-	invalidatedAt uint64              // stamp of the latest invalidation, 0 if none
-	pending       int                 // invalidation snapshots still being reclaimed
+	invalidatedAt uint64              // stamp of the latest invalidation, 0 if none; never decreases
+	// inflight holds the key sets taken by invalidations still being reclaimed, by
+	// invalidation stamp. Their keys may still carry the tag (entries written
+	// concurrently with the invalidation, re-indexed when reclaimed), so readers of the
+	// tag's keys look here too. The maps are read-only once taken.
+	inflight map[uint64]map[string]struct{}
 }
 
 type tagShard struct {
@@ -45,14 +50,22 @@ func newTagIndex(shards int) *tagIndex {
 	return ti
 }
 
-func (ti *tagIndex) shard(tag string) *tagShard {
-	return &ti.shards[xxhash.Sum64String(tag)%uint64(len(ti.shards))]
+func (ti *tagIndex) shard(tag string) *tagShard { return &ti.shards[ti.shardIndex(tag)] }
+
+func (ti *tagIndex) shardIndex(tag string) int {
+	return int(xxhash.Sum64String(tag) % uint64(len(ti.shards)))
 }
 
 // add records that key's entry carries tag and returns the interned tag string.
 func (ti *tagIndex) add(tag, key string) string {
 	sh := ti.shard(tag)
 	sh.mu.Lock()
+	name := ti.addLocked(sh, tag, key).name
+	sh.mu.Unlock()
+	return name
+}
+
+func (ti *tagIndex) addLocked(sh *tagShard, tag, key string) *tagState {
 	ts := sh.m[tag]
 	if ts == nil {
 		ts = &tagState{name: tag, keys: make(map[string]struct{}, 1)}
@@ -64,9 +77,22 @@ func (ti *tagIndex) add(tag, key string) string {
 		ts.keys[key] = struct{}{}
 		ti.bytes.Add(tagMemberBytes)
 	}
-	name := ts.name
-	sh.mu.Unlock()
-	return name
+	return ts
+}
+
+// readd indexes key under tag again for an entry stamped at stamp that survived the
+// invalidation which took key's set, unless a later invalidation of tag has killed it
+// meanwhile (that one could not see key: the earlier one held it). It reports whether it
+// did; if not, the caller removes the entry. The caller holds key's shard lock.
+func (ti *tagIndex) readd(tag, key string, stamp uint64) bool {
+	sh := ti.shard(tag)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ts := sh.m[tag]; ts != nil && stamp < ts.invalidatedAt {
+		return false
+	}
+	ti.addLocked(sh, tag, key)
+	return true
 }
 
 // remove records that key's entry no longer carries tag, freeing the tag when it has no
@@ -85,37 +111,65 @@ func (ti *tagIndex) remove(tag, key string) {
 }
 
 func (ti *tagIndex) maybeFreeLocked(sh *tagShard, ts *tagState) {
-	if len(ts.keys) == 0 && ts.pending == 0 && sh.m[ts.name] == ts {
+	if len(ts.keys) == 0 && len(ts.inflight) == 0 && sh.m[ts.name] == ts {
 		delete(sh.m, ts.name)
 		ti.tags.Add(-1)
 		ti.bytes.Add(-(tagStateBytes + int64(len(ts.name))))
 	}
 }
 
-// invalidate marks every entry of tag written before stamp as dead and hands the caller
-// the keys to reclaim. The caller must call reclaimed(ts) when it has processed them.
-// It returns nil when the tag has no keys.
-func (ti *tagIndex) invalidate(tag string, stamp uint64) (*tagState, map[string]struct{}) {
-	sh := ti.shard(tag)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	ts := sh.m[tag]
-	if ts == nil || len(ts.keys) == 0 {
-		return nil, nil
+// invalidate takes an invalidation's stamp from next, marks every entry carrying one of
+// tags written before it as dead, and hands the caller each tag's keys to reclaim; the
+// caller must call reclaimed(ts, stamp) for each when it has processed them. The stamp is
+// taken while holding the shard locks of all the tags, so whoever takes a later stamp
+// and then reads a tag's invalidatedAt sees it (stampDerivedLocked relies on this). A tag
+// with no keys of its own yields no snapshot, but still records the stamp if it exists
+// (earlier invalidations then hold its keys, and readd sees the stamp).
+func (ti *tagIndex) invalidate(tags []string, next func() uint64) (uint64, []tagSnapshot) {
+	locked := make([]int, 0, len(tags))
+	for _, t := range tags {
+		locked = append(locked, ti.shardIndex(t))
 	}
-	ts.invalidatedAt = stamp
-	ts.pending++
-	keys := ts.keys
-	ts.keys = make(map[string]struct{})
-	ti.bytes.Add(-tagMemberBytes * int64(len(keys)))
-	return ts, keys
+	slices.Sort(locked)
+	locked = slices.Compact(locked)
+	for _, i := range locked { // in shard order: the one place holding several
+		ti.shards[i].mu.Lock()
+	}
+	defer func() {
+		for _, i := range locked {
+			ti.shards[i].mu.Unlock()
+		}
+	}()
+	stamp := next()
+	snaps := make([]tagSnapshot, 0, len(tags))
+	for _, t := range tags {
+		ts := ti.shard(t).m[t]
+		if ts == nil {
+			continue
+		}
+		if stamp > ts.invalidatedAt { // concurrent invalidations must not move it back
+			ts.invalidatedAt = stamp
+		}
+		if len(ts.keys) == 0 {
+			continue
+		}
+		keys := ts.keys
+		ts.keys = make(map[string]struct{})
+		if ts.inflight == nil {
+			ts.inflight = make(map[uint64]map[string]struct{}, 1)
+		}
+		ts.inflight[stamp] = keys
+		ti.bytes.Add(-tagMemberBytes * int64(len(keys)))
+		snaps = append(snaps, tagSnapshot{ts, keys})
+	}
+	return stamp, snaps
 }
 
-// reclaimed ends one invalidation's reclaim of ts.
-func (ti *tagIndex) reclaimed(ts *tagState) {
+// reclaimed ends the reclaim of ts by the invalidation stamped at stamp.
+func (ti *tagIndex) reclaimed(ts *tagState, stamp uint64) {
 	sh := ti.shard(ts.name)
 	sh.mu.Lock()
-	ts.pending--
+	delete(ts.inflight, stamp)
 	ti.maybeFreeLocked(sh, ts)
 	sh.mu.Unlock()
 }
@@ -132,7 +186,8 @@ func (ti *tagIndex) invalidatedAt(tag string) uint64 {
 	return at
 }
 
-// keys returns a copy of the keys indexed under tag.
+// keys returns a copy of the keys indexed under tag, including those held by
+// invalidations still being reclaimed (callers check each key's entry).
 func (ti *tagIndex) keys(tag string) []string {
 	sh := ti.shard(tag)
 	sh.mu.RLock()
@@ -145,18 +200,37 @@ func (ti *tagIndex) keys(tag string) []string {
 	for k := range ts.keys {
 		out = append(out, k)
 	}
+	if len(ts.inflight) == 0 {
+		return out
+	}
+	seen := make(map[string]struct{}, len(out))
+	for _, k := range out {
+		seen[k] = struct{}{}
+	}
+	for _, set := range ts.inflight {
+		for k := range set {
+			if _, ok := seen[k]; !ok {
+				seen[k] = struct{}{}
+				out = append(out, k)
+			}
+		}
+	}
 	return out
 }
 
-// size returns how many keys are indexed under tag.
+// size returns how many keys keys(tag) would return, at most.
 func (ti *tagIndex) size(tag string) int {
 	sh := ti.shard(tag)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
+	n := 0
 	if ts := sh.m[tag]; ts != nil {
-		return len(ts.keys)
+		n = len(ts.keys)
+		for _, set := range ts.inflight {
+			n += len(set)
+		}
 	}
-	return 0
+	return n
 }
 
 // TagCount is one tag and the number of keys indexed under it.
