@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -22,6 +23,10 @@ import (
 type Backend interface {
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration, tags []string) error
 	Add(ctx context.Context, key string, value []byte, ttl time.Duration, tags []string) (bool, error)
+	// Set is the general write (Redis SET with NX/XX/KEEPTTL/GET); see cache.Store.Set.
+	Set(ctx context.Context, key string, value []byte, opts cache.SetOptions) (cache.SetResult, error)
+	// SetTTL changes a live entry's TTL (0 removes it) and reports whether there was one.
+	SetTTL(ctx context.Context, key string, ttl time.Duration) (bool, error)
 	Incr(ctx context.Context, key string, delta int64, ttl time.Duration, tags []string) (int64, error)
 	Decr(ctx context.Context, key string, by int64, ttl time.Duration, tags []string) (int64, error)
 	// Get returns the value; the slice must not be modified.
@@ -44,6 +49,10 @@ type Backend interface {
 	Scan(ctx context.Context, cursor string, limit int, match func(cache.Entry) bool) (entries []cache.Entry, next string, err error)
 }
 
+// ErrInvalidCursor is what a Backend's Scan wraps when it is given a cursor it did not
+// issue; the HTTP API answers it with 422 rather than 503.
+var ErrInvalidCursor = errors.New("invalid cursor")
+
 // Local is the Backend of a single node: the local store, with nothing to route.
 type Local struct {
 	Store *cache.Store
@@ -57,6 +66,14 @@ func (l Local) Put(_ context.Context, key string, value []byte, ttl time.Duratio
 
 func (l Local) Add(_ context.Context, key string, value []byte, ttl time.Duration, tags []string) (bool, error) {
 	return l.Store.Add(key, value, ttl, tags)
+}
+
+func (l Local) Set(_ context.Context, key string, value []byte, opts cache.SetOptions) (cache.SetResult, error) {
+	return l.Store.Set(key, value, opts)
+}
+
+func (l Local) SetTTL(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	return l.Store.SetTTL(key, ttl), nil
 }
 
 func (l Local) Incr(_ context.Context, key string, delta int64, ttl time.Duration, tags []string) (int64, error) {
@@ -149,7 +166,7 @@ func parseCursor(c string) (int, string, error) {
 	ps, after, ok := strings.Cut(c, ":")
 	p, err := strconv.Atoi(ps)
 	if !ok || err != nil || p < 0 {
-		return 0, "", fmt.Errorf("invalid cursor %q", c)
+		return 0, "", fmt.Errorf("%w %q", ErrInvalidCursor, c)
 	}
 	return p, after, nil
 }

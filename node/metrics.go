@@ -55,7 +55,12 @@ func (m *Metrics) Command(protocol, command string) *CommandMetrics {
 
 // Observe records one request that started at start.
 func (c *CommandMetrics) Observe(start time.Time, failed bool) {
-	c.latency.Observe(time.Since(start).Seconds())
+	c.ObserveDuration(time.Since(start), failed)
+}
+
+// ObserveDuration records one request that took d.
+func (c *CommandMetrics) ObserveDuration(d time.Duration, failed bool) {
+	c.latency.Observe(d.Seconds())
 	if failed {
 		c.failed.Inc()
 	} else {

@@ -26,6 +26,8 @@ type Config struct {
 	TCPPort int
 	// HTTPPort is the JSON HTTP API port; 0 and -1 as for TCPPort.
 	HTTPPort int
+	// RESPPort is the Redis-protocol (RESP2) port; 0 and -1 as for TCPPort.
+	RESPPort int
 
 	// Username and Password are the client credentials. Left empty on a loopback Bind,
 	// the original TagCache's admin/password apply; left empty on any other Bind, a random
@@ -39,10 +41,11 @@ type Config struct {
 	// TokenTTL is how long an HTTP bearer token from /auth/login stays valid.
 	TokenTTL time.Duration
 
-	// MaxConnections bounds concurrent text-protocol connections; more are refused with
-	// "ERR max connections (limit N)".
+	// MaxConnections bounds concurrent connections per client protocol (text, RESP);
+	// more are refused with an error naming the limit.
 	MaxConnections int
-	// IdleTimeout closes a text-protocol connection that sends nothing for this long.
+	// IdleTimeout closes a text or RESP connection that sends nothing (or reads nothing
+	// of its replies) for this long.
 	IdleTimeout time.Duration
 	// MaxLineBytes bounds one text-protocol line. 0 derives it from the cache limits:
 	// room for a maximal key, value and tag list.
@@ -61,6 +64,7 @@ const (
 	DefaultBind           = "127.0.0.1"
 	DefaultTCPPort        = 1984
 	DefaultHTTPPort       = 8080
+	DefaultRESPPort       = 6380 // not 6379, so a node and a redis-server can share a machine
 	DefaultTokenTTL       = time.Hour
 	DefaultMaxConnections = 10000
 	DefaultIdleTimeout    = 10 * time.Minute
@@ -72,6 +76,7 @@ func DefaultConfig() Config {
 		Bind:           DefaultBind,
 		TCPPort:        DefaultTCPPort,
 		HTTPPort:       DefaultHTTPPort,
+		RESPPort:       DefaultRESPPort,
 		TCPAuth:        "auto",
 		TokenTTL:       DefaultTokenTTL,
 		MaxConnections: DefaultMaxConnections,
@@ -95,11 +100,13 @@ type Node struct {
 	GeneratedPassword string
 
 	text *textServer
+	resp *respServer
 	http *http.Server
 
 	closing   atomic.Bool // Shutdown has begun
-	mu        sync.Mutex  // protects listeners
+	mu        sync.Mutex  // protects listeners and byKind
 	listeners []net.Listener
+	byKind    map[string]net.Addr
 	wg        sync.WaitGroup // serve loops
 }
 
@@ -138,7 +145,7 @@ func New(cfg Config) (*Node, error) {
 		// JSON escaping can double a value (\uXXXX sextuples it, but that is rare).
 		cfg.MaxBodyBytes = int64(2*derived + 4096)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, store: store, backend: Local{Store: store}}
+	n := &Node{cfg: cfg, log: cfg.Logger, store: store, backend: Local{Store: store}, byKind: map[string]net.Addr{}}
 
 	loopback := isLoopback(cfg.Bind)
 	switch cfg.TCPAuth {
@@ -170,6 +177,7 @@ func New(cfg Config) (*Node, error) {
 	n.auth = NewAuth(user, pass, cfg.TokenTTL)
 	n.metrics = NewMetrics(n.backend)
 	n.text = newTextServer(n)
+	n.resp = newRESPServer(n)
 	n.http = &http.Server{
 		Handler:           n.httpHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -221,12 +229,20 @@ func (n *Node) Start() error {
 		}
 		n.ServeHTTP(ln)
 	}
+	if n.cfg.RESPPort >= 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(n.cfg.Bind, strconv.Itoa(n.cfg.RESPPort)))
+		if err != nil {
+			n.closeListeners()
+			return fmt.Errorf("listen resp: %w", err)
+		}
+		n.ServeRESP(ln)
+	}
 	return nil
 }
 
 // ServeTCP serves the text protocol on ln in the background until Shutdown.
 func (n *Node) ServeTCP(ln net.Listener) {
-	n.track(ln)
+	n.track("tcp", ln)
 	n.log.Info("text protocol listening", "addr", ln.Addr().String(), "auth", n.tcpAuth)
 	n.wg.Add(1)
 	go func() {
@@ -237,7 +253,7 @@ func (n *Node) ServeTCP(ln net.Listener) {
 
 // ServeHTTP serves the HTTP API on ln in the background until Shutdown.
 func (n *Node) ServeHTTP(ln net.Listener) {
-	n.track(ln)
+	n.track("http", ln)
 	n.log.Info("http api listening", "addr", ln.Addr().String())
 	n.wg.Add(1)
 	go func() {
@@ -248,10 +264,19 @@ func (n *Node) ServeHTTP(ln net.Listener) {
 	}()
 }
 
-func (n *Node) track(ln net.Listener) {
+func (n *Node) track(kind string, ln net.Listener) {
 	n.mu.Lock()
 	n.listeners = append(n.listeners, ln)
+	n.byKind[kind] = ln.Addr()
 	n.mu.Unlock()
+}
+
+// Addr returns the address of the listener of kind "tcp" (text protocol), "http" or
+// "resp", or nil if the node does not serve it.
+func (n *Node) Addr(kind string) net.Addr {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.byKind[kind]
 }
 
 // Addrs returns the addresses the node listens on, in the order they were opened.
@@ -279,8 +304,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.closing.Store(true)
 	n.closeListeners()
 	errHTTP := n.http.Shutdown(ctx)
+	if errors.Is(errHTTP, net.ErrClosed) { // closeListeners closed it first
+		errHTTP = nil
+	}
 	errText := n.text.shutdown(ctx)
+	errRESP := n.resp.shutdown(ctx)
 	n.wg.Wait()
 	n.store.Close()
-	return errors.Join(errHTTP, errText)
+	return errors.Join(errHTTP, errText, errRESP)
 }

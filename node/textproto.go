@@ -131,8 +131,9 @@ func (s *textServer) handle(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	r := bufio.NewReaderSize(c, textReadBuffer)
-	w := bufio.NewWriterSize(c, textReadBuffer)
+	dc := &deadlineConn{Conn: c, idle: s.n.cfg.IdleTimeout, closing: &s.closing}
+	r := bufio.NewReaderSize(dc, textReadBuffer)
+	w := bufio.NewWriterSize(dc, textReadBuffer)
 	sess := &session{srv: s, w: w, authed: !s.n.tcpAuth}
 	var long []byte // a line longer than the read buffer, being accumulated
 	tooLong := false
@@ -144,14 +145,12 @@ func (s *textServer) handle(c net.Conn) {
 			if s.closing.Load() {
 				return
 			}
-			if s.n.cfg.IdleTimeout > 0 {
-				c.SetReadDeadline(time.Now().Add(s.n.cfg.IdleTimeout))
-			}
 		}
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			if !tooLong {
-				if len(long)+len(line) > s.n.cfg.MaxLineBytes {
+				// +1: a final '\r' may be half of a "\r\n" terminator.
+				if len(long)+len(line) > s.n.cfg.MaxLineBytes+1 {
 					tooLong, long = true, nil
 				} else {
 					long = append(long, line...)
@@ -164,7 +163,7 @@ func (s *textServer) handle(c net.Conn) {
 			w.Flush()
 			return
 		}
-		if tooLong || len(long)+len(line) > s.n.cfg.MaxLineBytes+1 {
+		if tooLong || lineLen(long, line) > s.n.cfg.MaxLineBytes {
 			fmt.Fprintf(w, "ERR line too long (limit %d bytes)\n", s.n.cfg.MaxLineBytes)
 			tooLong, long = false, long[:0]
 			continue
@@ -182,6 +181,16 @@ func (s *textServer) handle(c net.Conn) {
 			long = long[:0]
 		}
 	}
+}
+
+// lineLen is the length of the line long+line without its "\n" or "\r\n" terminator, so
+// the limit on a line does not depend on the client's line ending.
+func lineLen(long, line []byte) int {
+	n := len(long) + len(line) - 1
+	if len(line) >= 2 && line[len(line)-2] == '\r' || len(line) == 1 && len(long) > 0 && long[len(long)-1] == '\r' {
+		n--
+	}
+	return n
 }
 
 // session is one connection's state.
@@ -521,9 +530,10 @@ func parseTTL(f []byte) (time.Duration, error) {
 }
 
 // parseTagList splits a comma-separated list, dropping empty items ("-" alone is none).
-// trim also strips spaces around items, as the original does for INV_* lists.
+// trim is for INV_* lists, read as the original does: spaces around items are stripped
+// and "-" is a key or tag like any other (PUT k\t-\ta,-\tv gives k the tag "-").
 func parseTagList(f []byte, trim bool) []string {
-	if len(f) == 0 || isNone(f) {
+	if len(f) == 0 || !trim && isNone(f) {
 		return nil
 	}
 	out := make([]string, 0, bytes.Count(f, []byte{','})+1)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +32,7 @@ type serverFlags struct {
 	bind            string
 	tcpPort         int
 	httpPort        int
+	respPort        int
 	username        string
 	password        string
 	tcpAuth         string
@@ -58,6 +60,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	fs.StringVar(&f.bind, "bind", d.Bind, "address the client listeners bind to (non-loopback turns on password checks)")
 	fs.IntVar(&f.tcpPort, "tcp-port", d.TCPPort, "TagCache text protocol port (0 disables)")
 	fs.IntVar(&f.httpPort, "http-port", d.HTTPPort, "HTTP JSON API port (0 disables)")
+	fs.IntVar(&f.respPort, "resp-port", d.RESPPort, "Redis protocol (RESP2) port for Redis clients, redis-cli and redis-benchmark (0 disables)")
 	fs.StringVar(&f.username, "username", "", "client username (default \"admin\")")
 	fs.StringVar(&f.password, "password", "", "client password (default: \"password\" on a loopback bind, else generated and logged once)")
 	fs.StringVar(&f.tcpAuth, "tcp-auth", d.TCPAuth, "require AUTH on the text protocol: on, off, or auto (on when --bind is not loopback)")
@@ -178,6 +181,7 @@ func (f *serverFlags) nodeConfig(logger hclog.Logger) node.Config {
 	c.Bind = f.bind
 	c.TCPPort = port(f.tcpPort)
 	c.HTTPPort = port(f.httpPort)
+	c.RESPPort = port(f.respPort)
 	c.Username = f.username
 	c.Password = f.password
 	c.TCPAuth = f.tcpAuth
@@ -201,8 +205,10 @@ func (f *serverFlags) validate() error {
 		return fmt.Errorf("--tcp-port must be 0..65535, got %d", f.tcpPort)
 	case f.httpPort < 0 || f.httpPort > 65535:
 		return fmt.Errorf("--http-port must be 0..65535, got %d", f.httpPort)
-	case f.tcpPort == 0 && f.httpPort == 0:
-		return errors.New("--tcp-port and --http-port are both 0: the node would serve nothing")
+	case f.respPort < 0 || f.respPort > 65535:
+		return fmt.Errorf("--resp-port must be 0..65535, got %d", f.respPort)
+	case f.tcpPort == 0 && f.httpPort == 0 && f.respPort == 0:
+		return errors.New("--tcp-port, --http-port and --resp-port are all 0: the node would serve nothing")
 	case hclog.LevelFromString(f.logLevel) == hclog.NoLevel:
 		return fmt.Errorf("--log-level must be trace, debug, info, warn or error, got %q", f.logLevel)
 	case f.maxConnections < 1:
@@ -217,6 +223,9 @@ func (f *serverFlags) validate() error {
 
 func runServer(args []string, stdout, stderr io.Writer) int {
 	f := newServerFlags(stderr)
+	if wantsHelp(args) {
+		f.fs.SetOutput(stdout) // asked-for help goes to stdout, like the client commands'
+	}
 	if err := f.parse(args, os.Getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -243,6 +252,12 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot start", "error", err)
 		n.Shutdown(context.Background())
 		return 1
+	}
+	if f.maxMemory > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// Keep garbage from doubling the heap past the store's own limit (docs/memory.md).
+		soft := int64(f.maxMemory) + int64(f.maxMemory)/4 + 64<<20
+		debug.SetMemoryLimit(soft)
+		logger.Debug("go soft memory limit set", "bytes", soft)
 	}
 	logger.Info("node ready", "version", version, "partitions", f.partitions, "max_memory", f.maxMemory.String())
 
@@ -309,4 +324,17 @@ func parseByteSize(s string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q: too large", s)
 	}
 	return n * mult, nil
+}
+
+// wantsHelp reports whether args ask for help before any "--".
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
