@@ -6,10 +6,10 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 20s
 BENCHTIME ?= 1s
 
-.PHONY: help build run test race fuzz bench lint clean
+.PHONY: help build run test race fuzz bench bench-compare lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/tagcache
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tagcache
@@ -33,6 +33,9 @@ fuzz: ## each fuzz target for FUZZTIME (default 20s)
 
 bench: ## the benchmarks (BENCHTIME per benchmark, default 1s)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+bench-compare: ## TagCache vs redis-server side by side (installs Debian's redis-server if missing)
+	bash bench/compare.sh
 
 lint: ## gofmt, go vet and go mod tidy must leave nothing to change
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
