@@ -402,19 +402,22 @@ func (a *httpAPI) stats(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		Hits          uint64  `json:"hits"`
-		Misses        uint64  `json:"misses"`
-		Puts          uint64  `json:"puts"`
-		Invalidations uint64  `json:"invalidations"`
-		HitRatio      float64 `json:"hit_ratio"`
-		Items         int64   `json:"items"`
-		Bytes         int64   `json:"bytes"`
-		Tags          int64   `json:"tags"`
-		Evictions     uint64  `json:"evictions"`
-		Expirations   uint64  `json:"expirations"`
-	}{st.Hits, st.Misses, st.Puts, st.Invalidations, st.HitRatio(), st.Items, st.Bytes, st.Tags,
+	return StatsReply{st.Hits, st.Misses, st.Puts, st.Invalidations, st.HitRatio(), st.Items, st.Bytes, st.Tags,
 		st.Evictions, st.Expirations}, nil
+}
+
+// StatsReply is the JSON body of GET /stats (the CLI decodes it too).
+type StatsReply struct {
+	Hits          uint64  `json:"hits"`
+	Misses        uint64  `json:"misses"`
+	Puts          uint64  `json:"puts"`
+	Invalidations uint64  `json:"invalidations"`
+	HitRatio      float64 `json:"hit_ratio"`
+	Items         int64   `json:"items"`
+	Bytes         int64   `json:"bytes"`
+	Tags          int64   `json:"tags"`
+	Evictions     uint64  `json:"evictions"`
+	Expirations   uint64  `json:"expirations"`
 }
 
 // listKeys is GET /keys. Ours: paginated by ?limit= (default 100, at most 1000) and the

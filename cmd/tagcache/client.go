@@ -632,18 +632,7 @@ func (c *client) flushAll() error {
 }
 
 func (c *client) stats() error {
-	var s struct {
-		Hits          uint64  `json:"hits"`
-		Misses        uint64  `json:"misses"`
-		Puts          uint64  `json:"puts"`
-		Invalidations uint64  `json:"invalidations"`
-		HitRatio      float64 `json:"hit_ratio"`
-		Items         int64   `json:"items"`
-		Bytes         int64   `json:"bytes"`
-		Tags          int64   `json:"tags"`
-		Evictions     uint64  `json:"evictions"`
-		Expirations   uint64  `json:"expirations"`
-	}
+	var s node.StatsReply
 	if err := c.call(http.MethodGet, "/stats", nil, nil, &s); err != nil {
 		return err
 	}
