@@ -23,11 +23,11 @@ type Config struct {
 	// entries. 0 means unlimited.
 	MaxMemory int64
 
-	// MaxKeyBytes is the longest key accepted.
+	// MaxKeyBytes is the longest key accepted, at most MaxKeyBytesLimit.
 	MaxKeyBytes int
-	// MaxValueBytes is the largest value accepted.
+	// MaxValueBytes is the largest value accepted, at most MaxValueBytesLimit.
 	MaxValueBytes int
-	// MaxTags is the most tags one entry may carry.
+	// MaxTags is the most tags one entry may carry, at most MaxTagsLimit.
 	MaxTags int
 	// MaxTagBytes is the longest tag accepted.
 	MaxTagBytes int
@@ -50,6 +50,14 @@ const (
 	DefaultMaxTags       = 100
 	DefaultMaxTagBytes   = 256
 	DefaultSweepInterval = 100 * time.Millisecond
+)
+
+// Upper bounds of the limits: an entry keeps its key length and tag count in 16 bits and
+// its value length in 32 (docs/memory.md).
+const (
+	MaxKeyBytesLimit   = 1<<16 - 1
+	MaxValueBytesLimit = 1<<32 - 1
+	MaxTagsLimit       = 1<<16 - 1
 )
 
 // DefaultConfig returns the configuration a node uses when nothing is set.
@@ -102,6 +110,12 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("cache: max memory must be 0 (unlimited) or positive, got %d", c.MaxMemory)
 	case c.MaxKeyBytes < 1, c.MaxValueBytes < 1, c.MaxTags < 1, c.MaxTagBytes < 1:
 		return c, fmt.Errorf("cache: key, value, tag count and tag length limits must be positive")
+	case c.MaxKeyBytes > MaxKeyBytesLimit:
+		return c, fmt.Errorf("cache: max key bytes must be at most %d, got %d", MaxKeyBytesLimit, c.MaxKeyBytes)
+	case int64(c.MaxValueBytes) > MaxValueBytesLimit:
+		return c, fmt.Errorf("cache: max value bytes must be at most %d, got %d", int64(MaxValueBytesLimit), c.MaxValueBytes)
+	case c.MaxTags > MaxTagsLimit:
+		return c, fmt.Errorf("cache: max tags must be at most %d, got %d", MaxTagsLimit, c.MaxTags)
 	case c.SweepInterval < time.Millisecond:
 		return c, fmt.Errorf("cache: sweep interval must be at least 1ms, got %s", c.SweepInterval)
 	}

@@ -176,13 +176,11 @@ func TestSweepNeverDeletesFreshWrite(t *testing.T) {
 		s, _ := newClockedStore(t, Config{})
 		mustPut(t, s, "k", "stale", ExpireNow)
 		sh := s.shardFor("k")
-		sh.mu.RLock()
-		stale := sh.m["k"]
-		sh.mu.RUnlock()
+		stale := entryOf(s, "k")
 		// A GET found the expired entry and released the read lock; a PUT lands before
 		// it takes the write lock to remove it.
 		mustPut(t, s, "k", "fresh", 0)
-		s.removeIfExpired(sh, "k", stale)
+		s.removeIfExpired(sh, stale)
 		wantGet(t, s, "k", "fresh")
 		checkConsistent(t, s)
 	})

@@ -86,11 +86,21 @@ func wantKeys(t testing.TB, s *Store, tag string, want ...string) {
 	}
 }
 
+// entryOf returns key's entry, live or not, or nil.
+func entryOf(s *Store, key string) *entry {
+	sh, h := s.locate(key)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.t.get(key, h)
+}
+
 // checkConsistent checks the store's internal invariants. The store must be quiescent
 // (no operation in flight). It checks that:
-//   - every entry lives in its key's partition, has sorted unique tags, and is indexed
-//     under each of them;
-//   - every key indexed under a tag has an entry carrying that tag (no stale keys), and no
+//   - every partition's table is well formed (checkTable);
+//   - every entry lives in its key's partition, has sorted unique tags whose handles are
+//     the index's states, and is indexed under each of them;
+//   - every key indexed under a tag has an entry carrying that tag, and the tag's set
+//     holds that very entry (no stale keys, no superseded entries kept alive), and no
 //     empty or pending tag state is left behind;
 //   - KeysByTag(t) is exactly the live keys carrying t;
 //   - Items, Bytes, Tags and every shard's expiring counter match what is held.
@@ -115,18 +125,32 @@ func checkConsistent(t testing.TB, s *Store) {
 		sh := &s.shards[p]
 		sh.mu.RLock()
 		expiring := 0
-		for k, e := range sh.m {
+		checkTable(&sh.t, fmt.Sprintf("shard %d", p), s.slotHash, fail)
+		for _, e := range sh.t.appendTo(nil) {
+			k := e.key()
 			if got := s.PartitionOf(k); got != p {
 				fail("key %q in shard %d, PartitionOf says %d", k, p, got)
 			}
-			if !slices.IsSorted(e.tags) || len(slices.Compact(slices.Clone(e.tags))) != len(e.tags) {
-				fail("key %q has unsorted or duplicate tags %q", k, e.tags)
+			if _, dup := entries[k]; dup {
+				fail("key %q held twice", k)
+			}
+			names := e.tagNames()
+			if !slices.IsSorted(names) || len(slices.Compact(slices.Clone(names))) != len(names) {
+				fail("key %q has unsorted or duplicate tags %q", k, names)
+			}
+			for _, ts := range e.tagList() {
+				tsh := s.tags.shard(ts.name)
+				tsh.mu.RLock()
+				if cur := tsh.m[ts.name]; cur != ts {
+					fail("key %q has a handle to a tag state %q the index does not hold", k, ts.name)
+				}
+				tsh.mu.RUnlock()
 			}
 			if e.expireAt != 0 {
 				expiring++
 			}
 			entries[k] = held{e, s.stateOf(e) == live}
-			entryBytesSum += entryBytes(k, e)
+			entryBytesSum += entryBytes(e)
 		}
 		if got := int(sh.expiring.Load()); got != expiring {
 			fail("shard %d expiring = %d, holds %d entries with a TTL", p, got, expiring)
@@ -145,22 +169,29 @@ func checkConsistent(t testing.TB, s *Store) {
 			if name != st.name {
 				fail("tag state %q is named %q", name, st.name)
 			}
-			if len(st.keys) == 0 {
+			if st.keys.len() == 0 {
 				fail("tag %q has an empty key set that was not freed", name)
 			}
+			if st.self != st {
+				fail("tag %q: self does not point at its state", name)
+			}
+			checkTable(&st.keys, "tag "+name, s.slotHash, fail)
 			if len(st.inflight) != 0 {
 				fail("tag %q has %d invalidations pending with none in flight", name, len(st.inflight))
 			}
-			tagBytesSum += tagStateBytes + int64(len(name)) + tagMemberBytes*int64(len(st.keys))
+			tagBytesSum += tagStateBytes + int64(len(name)) + tagMemberBytes*int64(st.keys.len())
 			set := map[string]bool{}
-			for k := range st.keys {
+			for _, e := range st.keys.appendTo(nil) {
+				k := e.key()
 				set[k] = true
 				h, ok := entries[k]
 				switch {
 				case !ok:
 					fail("tag %q lists key %q, which has no entry", name, k)
 				case !h.e.hasTag(name):
-					fail("tag %q lists key %q, whose entry carries only %q", name, k, h.e.tags)
+					fail("tag %q lists key %q, whose entry carries only %q", name, k, h.e.tagNames())
+				case h.e != e:
+					fail("tag %q holds a superseded entry of key %q", name, k)
 				}
 			}
 			indexed[name] = set
@@ -170,7 +201,7 @@ func checkConsistent(t testing.TB, s *Store) {
 
 	wantKeysByTag := map[string][]string{}
 	for k, h := range entries {
-		for _, tag := range h.e.tags {
+		for _, tag := range h.e.tagNames() {
 			if !indexed[tag][k] {
 				fail("key %q carries tag %q but is not indexed under it", k, tag)
 			}
@@ -209,6 +240,48 @@ func checkConsistent(t testing.TB, s *Store) {
 	}
 	if len(errs) > 0 {
 		t.Fatalf("store is inconsistent:\n  %s", strings.Join(errs, "\n  "))
+	}
+}
+
+// checkTable checks that t counts its entries right, that every entry is reachable from
+// its home slot (no empty slot between its home and its slot), that control bytes match
+// hashes, that every entry's hash is hashOf its key, and that the load is within bounds.
+func checkTable(t *entryTable, what string, hashOf func(string) uint32, fail func(string, ...any)) {
+	n := len(t.slots)
+	if len(t.ctrl) != n {
+		fail("%s: %d control bytes for %d slots", what, len(t.ctrl), n)
+		return
+	}
+	held := 0
+	for i, e := range t.slots {
+		if e == nil {
+			if t.ctrl[i] != 0 {
+				fail("%s: empty slot %d has control byte %#x", what, i, t.ctrl[i])
+			}
+			continue
+		}
+		held++
+		if t.ctrl[i] != ctrlOf(e.hash) {
+			fail("%s: slot %d control byte %#x, want %#x", what, i, t.ctrl[i], ctrlOf(e.hash))
+		}
+		if h := hashOf(e.key()); h != e.hash {
+			fail("%s: key %q has hash %#x, want %#x", what, e.key(), e.hash, h)
+		}
+		for j := homeOf(e.hash, n); j != i; j = (j + 1) % n {
+			if t.slots[j] == nil {
+				fail("%s: key %q in slot %d is unreachable from its home %d", what, e.key(), i, homeOf(e.hash, n))
+				break
+			}
+		}
+		if t.get(e.key(), e.hash) != e {
+			fail("%s: get(%q) does not find its entry", what, e.key())
+		}
+	}
+	if held != t.n {
+		fail("%s: n = %d, holds %d", what, t.n, held)
+	}
+	if held*loadDivisor > n*loadMaxNum {
+		fail("%s: %d entries in %d slots, above the maximum load", what, held, n)
 	}
 }
 

@@ -14,9 +14,9 @@ import (
 // reaches when it indexed its tags before a concurrent invalidation took the tag's key
 // set but took its stamp after the invalidation's (a write indexes, then stamps).
 func stampNow(s *Store, key string) {
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.Lock()
-	sh.m[key].stamp = s.clock.Next()
+	sh.t.get(key, h).stamp = s.clock.Next()
 	sh.mu.Unlock()
 }
 
@@ -171,7 +171,7 @@ func TestEvictionPrefersLeastRecentlyUsed(t *testing.T) {
 	_ = s.Put("trigger", val, 0, nil)
 	coldLeft, warmLeft := 0, 0
 	for i := range 100 {
-		if _, ok := s.shards[0].m[fmt.Sprint("old", i)]; ok {
+		if entryOf(s, fmt.Sprint("old", i)) != nil {
 			if i < 50 {
 				warmLeft++
 			} else {

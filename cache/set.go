@@ -1,9 +1,6 @@
 package cache
 
-import (
-	"slices"
-	"time"
-)
+import "time"
 
 // SetMode says when Set writes.
 type SetMode uint8
@@ -36,28 +33,29 @@ type SetResult struct {
 // Set writes value under key as opts say, and reports what the key held before, all in
 // one step (Redis's SET with NX/XX/KEEPTTL/GET). The store keeps its own copy of value.
 func (s *Store) Set(key string, value []byte, opts SetOptions) (SetResult, error) {
-	tags, err := s.validate(key, len(value), opts.Tags)
+	var buf tagBuf
+	tags, err := s.validate(key, len(value), opts.Tags, &buf)
 	if err != nil {
 		return SetResult{}, err
 	}
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.Lock()
-	old := sh.m[key]
+	old := sh.t.get(key, h)
 	var res SetResult
 	if old != nil && s.stateOf(old) == live {
-		res.Old, res.HadOld = old.value, true
+		res.Old, res.HadOld = old.value(), true
 	}
 	if (opts.Mode == SetIfAbsent && res.HadOld) || (opts.Mode == SetIfPresent && !res.HadOld) {
 		sh.mu.Unlock()
 		return res, nil
 	}
-	e := &entry{value: clone(value), tags: tags, expireAt: s.expireAt(opts.TTL)}
-	if !s.stampDerivedLocked(key, old, e) && res.HadOld {
+	e := newEntry(key, value, h, s.expireAt(opts.TTL), len(tags))
+	if !s.stampDerivedLocked(old, e, tags) && res.HadOld {
 		// An invalidation or FLUSH stamped before this write removed old after we read
 		// it: as of this write, the key is absent.
 		res = SetResult{}
 		if opts.Mode == SetIfPresent {
-			s.unindexNew(key, old, e)
+			s.unindexNew(old, e)
 			sh.mu.Unlock()
 			return res, nil
 		}
@@ -71,7 +69,7 @@ func (s *Store) Set(key string, value []byte, opts SetOptions) (SetResult, error
 			e.expireAt = old.expireAt
 		}
 	}
-	s.installLocked(sh, key, old, e)
+	s.installLocked(sh, old, e)
 	sh.puts.Add(1)
 	sh.mu.Unlock()
 	res.Stored = true
@@ -83,17 +81,19 @@ func (s *Store) Set(key string, value []byte, opts SetOptions) (SetResult, error
 // now) and reports whether there was one. The entry keeps its value and tags; the change
 // is a write with a new stamp.
 func (s *Store) SetTTL(key string, ttl time.Duration) bool {
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	old := sh.m[key]
+	old := sh.t.get(key, h)
 	if old == nil || s.stateOf(old) != live {
 		return false
 	}
-	e := &entry{value: old.value, tags: slices.Clone(old.tags), expireAt: s.expireAt(ttl)}
-	if !s.stampDerivedLocked(key, old, e) {
+	e := newEntry(key, old.value(), h, s.expireAt(ttl), int(old.ntags))
+	e.copyTags(old)
+	if !s.stampDerivedLocked(old, e, nil) {
+		s.unindexNew(old, e)
 		return false // removed by an invalidation or FLUSH stamped before this write
 	}
-	s.installLocked(sh, key, old, e)
+	s.installLocked(sh, old, e)
 	return true
 }

@@ -6,60 +6,33 @@
 package cache
 
 import (
+	"hash/maphash"
 	"math/rand/v2"
 	"runtime"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
-
-// entry is one stored value. It is immutable once published in a shard map (every write
-// publishes a new entry) except for access, so a reader may keep using an *entry, its
-// value and its tags after releasing the shard lock.
-type entry struct {
-	value    []byte
-	tags     []string // sorted, unique, interned in the tag index
-	stamp    uint64   // Clock stamp of the write that produced this entry
-	expireAt int64    // unix ms after which the entry is gone; 0 = no TTL
-	created  int64    // unix ms of the write
-	access   atomic.Uint32
-}
-
-// entryBytes is the estimated heap cost of an entry (docs/memory.md): the entry struct,
-// its shard-map slot, the key, the value and the tag slice (tag strings are interned and
-// counted by the tag index).
-func entryBytes(key string, e *entry) int64 {
-	return entryOverheadBytes + int64(len(key)+len(e.value)+16*len(e.tags))
-}
-
-const entryOverheadBytes = 136
 
 // ExpireNow as a write's ttl stores an entry that has already expired: the TagCache
 // protocols' TTL of 0 ms.
 const ExpireNow time.Duration = -1
 
-func (e *entry) hasTag(tag string) bool {
-	for _, t := range e.tags {
-		if t == tag {
-			return true
-		}
-	}
-	return false
-}
-
 type shard struct {
-	mu       sync.RWMutex      // protects m
-	m        map[string]*entry // key -> current entry (possibly expired or dead)
-	expiring atomic.Int32      // entries in m with a TTL; lets the sweeper skip the shard
+	mu       sync.RWMutex // protects t
+	t        entryTable   // each key's current entry (possibly expired or dead)
+	expiring atomic.Int32 // entries in t with a TTL; lets the sweeper skip the shard
 	hits     atomic.Uint64
 	misses   atomic.Uint64
 	puts     atomic.Uint64
-	_        [32]byte // keep shards on separate cache lines
+	_        [16]byte // keep shards on separate cache lines
 }
 
 // Store is the local store. All methods are safe for concurrent use.
@@ -72,6 +45,7 @@ type Store struct {
 	clock  *Clock
 	shards []shard // one per partition
 	tags   *tagIndex
+	seed   maphash.Seed // for slotHash
 
 	flushedAt  atomic.Uint64 // entries stamped before this are dead (FLUSH)
 	flushing   atomic.Int32  // FLUSHes between taking their stamp and storing it in flushedAt
@@ -100,11 +74,9 @@ func New(cfg Config) (*Store, error) {
 		clock:  NewClock(cfg.Now),
 		shards: make([]shard, cfg.Partitions),
 		tags:   newTagIndex(cfg.TagShards),
+		seed:   maphash.MakeSeed(),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
-	}
-	for i := range s.shards {
-		s.shards[i].m = make(map[string]*entry)
 	}
 	go s.sweepLoop()
 	return s, nil
@@ -133,6 +105,16 @@ func (s *Store) PartitionOf(key string) int {
 
 func (s *Store) shardFor(key string) *shard { return &s.shards[s.PartitionOf(key)] }
 
+// slotHash is the hash that places key in its partition's table and in tags' key sets.
+// It is seeded per store, so clients cannot choose keys that collide (xxhash, which
+// places keys in partitions, is the same everywhere by design).
+func (s *Store) slotHash(key string) uint32 { return uint32(maphash.String(s.seed, key)) }
+
+// locate returns key's shard and slot hash.
+func (s *Store) locate(key string) (*shard, uint32) {
+	return s.shardFor(key), s.slotHash(key)
+}
+
 func (s *Store) nowMs() int64 { return s.cfg.Now().UnixMilli() }
 
 // state of an entry at one instant.
@@ -155,9 +137,9 @@ func (s *Store) stateOf(e *entry) state {
 	}
 	// An entry can be dead by a tag only while that invalidation is being reclaimed:
 	// reclaim removes every such entry before the counter drops (docs/store.md).
-	if len(e.tags) > 0 && s.reclaiming.Load() > 0 {
-		for _, t := range e.tags {
-			if e.stamp < s.tags.invalidatedAt(t) {
+	if e.ntags > 0 && s.reclaiming.Load() > 0 {
+		for _, ts := range e.tagList() {
+			if e.stamp < s.tags.invalidatedAt(ts.name) {
 				return dead
 			}
 		}
@@ -165,9 +147,12 @@ func (s *Store) stateOf(e *entry) state {
 	return live
 }
 
+// tagBuf is room for a write's normalised tags that stays on the stack for a few tags.
+type tagBuf [4]string
+
 // validate checks a write against the limits and returns its tags sorted, without
-// empties or duplicates.
-func (s *Store) validate(key string, valueLen int, tags []string) ([]string, error) {
+// empties or duplicates, in buf if they fit.
+func (s *Store) validate(key string, valueLen int, tags []string, buf *tagBuf) ([]string, error) {
 	if key == "" {
 		return nil, ErrEmptyKey
 	}
@@ -177,14 +162,14 @@ func (s *Store) validate(key string, valueLen int, tags []string) ([]string, err
 	if valueLen > s.cfg.MaxValueBytes {
 		return nil, &LimitError{What: "value too large", Limit: int64(s.cfg.MaxValueBytes), Unit: "bytes"}
 	}
-	return s.normalizeTags(tags)
+	return s.normalizeTags(tags, buf)
 }
 
-func (s *Store) normalizeTags(tags []string) ([]string, error) {
+func (s *Store) normalizeTags(tags []string, buf *tagBuf) ([]string, error) {
 	if len(tags) == 0 {
 		return nil, nil
 	}
-	out := make([]string, 0, len(tags))
+	out := buf[:0]
 	for _, t := range tags {
 		if t == "" {
 			continue
@@ -222,30 +207,46 @@ func (s *Store) expireAt(ttl time.Duration) int64 {
 	return s.nowMs() + ms
 }
 
-// publishLocked replaces key's entry old (nil if none) by e: it indexes e's tags and only
-// then stamps e, so that an invalidation whose snapshot of a tag's keys missed key is
-// ordered before e (docs/store.md), then installs e. The caller holds sh.mu.
-func (s *Store) publishLocked(sh *shard, key string, old, e *entry) {
-	s.indexTags(key, e)
+// publishLocked replaces key's entry old (nil if none) by e, carrying tags: it indexes
+// e's tags and only then stamps e, so that an invalidation whose snapshot of a tag's keys
+// missed key is ordered before e (docs/store.md), then installs e. The caller holds sh.mu.
+func (s *Store) publishLocked(sh *shard, old, e *entry, tags []string) {
+	s.indexTags(e, tags)
 	e.stamp = s.clock.Next()
-	s.installLocked(sh, key, old, e)
+	s.installLocked(sh, old, e)
 }
 
-// indexTags indexes key under e's tags, interning them.
-func (s *Store) indexTags(key string, e *entry) {
-	for i, t := range e.tags {
-		e.tags[i] = s.tags.add(t, key)
+// indexTags indexes e under tags (sorted, unique), pointing e's tag handles at the tags'
+// states (newEntry made room for them). With tags nil, it indexes e under the tags e
+// already carries: handles copied from the entry e derives from, which is indexed under
+// them, so the states are the ones the index holds.
+func (s *Store) indexTags(e *entry, tags []string) {
+	if tags == nil {
+		for _, ts := range e.tagList() {
+			s.tags.add(ts.name, e)
+		}
+		return
+	}
+	if len(tags) == 1 {
+		ts := s.tags.add(tags[0], e)
+		e.tags, e.ntags = &ts.self, 1
+		return
+	}
+	handles := e.tagList() // newEntry made room for len(tags)
+	for i, t := range tags {
+		handles[i] = s.tags.add(t, e)
 	}
 }
 
-// stampDerivedLocked indexes e's tags and stamps e for a write computed from key's entry
-// old (a read-modify-write: INCR, Set, SetTTL), and reports whether old is live as of e's
-// stamp: killed by every invalidation and FLUSH stamped before it, by none stamped after.
-// Judging old before taking the stamp would let an invalidation stamped in between spare
-// e although e was computed from the value it killed. The caller holds sh.mu, and then
-// installs e (installLocked) or abandons it (unindexNew).
-func (s *Store) stampDerivedLocked(key string, old, e *entry) bool {
-	s.indexTags(key, e)
+// stampDerivedLocked indexes e under tags (see indexTags) and stamps e for a write
+// computed from key's entry old (a read-modify-write: INCR, Set, SetTTL), and reports
+// whether old is live as of e's stamp: killed by every invalidation and FLUSH stamped
+// before it, by none stamped after. Judging old before taking the stamp would let an
+// invalidation stamped in between spare e although e was computed from the value it
+// killed. The caller holds sh.mu, and then installs e (installLocked) or abandons it
+// (unindexNew).
+func (s *Store) stampDerivedLocked(old, e *entry, tags []string) bool {
+	s.indexTags(e, tags)
 	if old == nil {
 		e.stamp = s.clock.Next()
 		return false
@@ -262,10 +263,11 @@ retry:
 		}
 		live := old.stamp >= flushedAt && (old.expireAt == 0 || s.nowMs() < old.expireAt)
 		// An invalidation takes its stamp and stores it under its tags' shard locks, so
-		// invalidatedAt shows every invalidation stamped before e. old stays indexed under
-		// its tags until installLocked, so their states, and those stamps, are still there.
-		for _, t := range old.tags {
-			at := s.tags.invalidatedAt(t)
+		// invalidatedAt shows every invalidation stamped before e. The key stays indexed
+		// under old's tags until installLocked, so their states, and those stamps, are
+		// still there.
+		for _, ts := range old.tagList() {
+			at := s.tags.invalidatedAt(ts.name)
 			if at > e.stamp {
 				continue retry // a later invalidation is already visible
 			}
@@ -277,68 +279,72 @@ retry:
 	}
 }
 
-// unindexNew undoes stampDerivedLocked's indexing of e when the write is abandoned.
-func (s *Store) unindexNew(key string, old, e *entry) {
-	for _, t := range e.tags {
-		if old == nil || !old.hasTag(t) {
-			s.tags.remove(t, key)
+// unindexNew undoes stampDerivedLocked's indexing of e when the write is abandoned: where
+// a tag's key set holds e, it holds old again if old carries the tag, and nothing
+// otherwise.
+func (s *Store) unindexNew(old, e *entry) {
+	for _, ts := range e.tagList() {
+		var back *entry
+		if old != nil && old.hasTag(ts.name) {
+			back = old
 		}
+		s.tags.unadd(ts.name, e, back)
 	}
 }
 
 // installLocked puts e, indexed and stamped, in place of old (nil if none). old is
 // unindexed from the tags e does not carry only now, after e's stamp, so that old's tag
-// states, and the invalidation stamps they hold, stay in place until then. The caller
-// holds sh.mu.
-func (s *Store) installLocked(sh *shard, key string, old, e *entry) {
+// states, and the invalidation stamps they hold, stay in place until then (under the tags
+// e carries too, e has taken old's place). The caller holds sh.mu.
+func (s *Store) installLocked(sh *shard, old, e *entry) {
 	if old != nil {
-		for _, t := range old.tags {
-			if !e.hasTag(t) {
-				s.tags.remove(t, key)
+		for _, ts := range old.tagList() {
+			if !e.hasTag(ts.name) {
+				s.tags.remove(ts.name, old)
 			}
 		}
 		if old.expireAt != 0 {
 			sh.expiring.Add(-1)
 		}
 		s.items.Add(-1)
-		s.bytes.Add(-entryBytes(key, old))
+		s.bytes.Add(-entryBytes(old))
 	}
-	e.created = int64(e.stamp >> logicalBits)
 	e.access.Store(s.lruClock.Load())
-	sh.m[key] = e
+	sh.t.put(e)
 	if e.expireAt != 0 {
 		sh.expiring.Add(1)
 	}
 	s.items.Add(1)
-	s.bytes.Add(entryBytes(key, e))
+	s.bytes.Add(entryBytes(e))
 }
 
-// removeLocked deletes key's entry e from the shard and the tag index. The caller holds
-// sh.mu and has checked that sh.m[key] == e.
-func (s *Store) removeLocked(sh *shard, key string, e *entry) {
-	delete(sh.m, key)
-	for _, t := range e.tags {
-		s.tags.remove(t, key)
+// removeLocked deletes e, the current entry of its key, from the shard and the tag
+// index. The caller holds sh.mu and has checked that e is the key's entry.
+func (s *Store) removeLocked(sh *shard, e *entry) {
+	sh.t.delete(e.key(), e.hash)
+	for _, ts := range e.tagList() {
+		s.tags.remove(ts.name, e)
 	}
 	if e.expireAt != 0 {
 		sh.expiring.Add(-1)
 	}
 	s.items.Add(-1)
-	s.bytes.Add(-entryBytes(key, e))
+	s.bytes.Add(-entryBytes(e))
 }
 
 // Put stores value under key with the given TTL and tags, replacing any entry. ttl 0
 // means no TTL; a negative ttl stores an entry that has already expired (ExpireNow). The
 // store keeps its own copy of value.
 func (s *Store) Put(key string, value []byte, ttl time.Duration, tags []string) error {
-	tags, err := s.validate(key, len(value), tags)
+	var buf tagBuf
+	tags, err := s.validate(key, len(value), tags, &buf)
 	if err != nil {
 		return err
 	}
-	e := &entry{value: clone(value), tags: tags, expireAt: s.expireAt(ttl)}
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
+	e := newEntry(key, value, h, s.expireAt(ttl), len(tags))
 	sh.mu.Lock()
-	s.publishLocked(sh, key, sh.m[key], e)
+	s.publishLocked(sh, sh.t.get(key, h), e, tags)
 	sh.puts.Add(1)
 	sh.mu.Unlock()
 	s.evictIfNeeded()
@@ -347,19 +353,20 @@ func (s *Store) Put(key string, value []byte, ttl time.Duration, tags []string) 
 
 // Add stores value only if key holds no live entry, and reports whether it did.
 func (s *Store) Add(key string, value []byte, ttl time.Duration, tags []string) (bool, error) {
-	tags, err := s.validate(key, len(value), tags)
+	var buf tagBuf
+	tags, err := s.validate(key, len(value), tags, &buf)
 	if err != nil {
 		return false, err
 	}
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.Lock()
-	old := sh.m[key]
+	old := sh.t.get(key, h)
 	if old != nil && s.stateOf(old) == live {
 		sh.mu.Unlock()
 		return false, nil
 	}
 	s.countExpired(old)
-	s.publishLocked(sh, key, old, &entry{value: clone(value), tags: tags, expireAt: s.expireAt(ttl)})
+	s.publishLocked(sh, old, newEntry(key, value, h, s.expireAt(ttl), len(tags)), tags)
 	sh.puts.Add(1)
 	sh.mu.Unlock()
 	s.evictIfNeeded()
@@ -378,48 +385,55 @@ func (s *Store) countExpired(old *entry) {
 // Put); ttl 0 keeps the TTL an existing entry had, and a new one gets none. tags != nil
 // replaces the entry's tags; nil keeps them.
 func (s *Store) Incr(key string, delta int64, ttl time.Duration, tags []string) (int64, error) {
-	tags, err := s.validate(key, 0, tags)
+	var buf tagBuf
+	tags, err := s.validate(key, 0, tags, &buf)
 	if err != nil {
 		return 0, err
 	}
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.Lock()
 	// Deferred in this order, eviction runs after the unlock: it takes shard locks, ours
 	// included.
 	defer s.evictIfNeeded()
 	defer sh.mu.Unlock()
-	old := sh.m[key]
-	found := old != nil && s.stateOf(old) == live
-	var cur int64
-	if found {
-		if cur, err = strconv.ParseInt(string(old.value), 10, 64); err != nil {
+	old := sh.t.get(key, h)
+	var digits [20]byte
+	if old != nil && s.stateOf(old) == live {
+		v := old.value()
+		cur, err := strconv.ParseInt(unsafe.String(unsafe.SliceData(v), len(v)), 10, 64)
+		if err != nil {
 			return 0, ErrNotInteger
 		}
 		if (delta > 0 && cur > maxInt64-delta) || (delta < 0 && cur < minInt64-delta) {
 			return 0, ErrOverflow
 		}
-	}
-	n := delta
-	e := &entry{tags: tags, expireAt: s.expireAt(ttl)}
-	if found && tags == nil {
-		e.tags = slices.Clone(old.tags) // kept if old is still live as of e's stamp
-	}
-	if s.stampDerivedLocked(key, old, e) && found {
-		n = cur + delta
-		if ttl == 0 {
-			e.expireAt = old.expireAt
+		n := cur + delta
+		expireAt := old.expireAt
+		if ttl != 0 {
+			expireAt = s.expireAt(ttl)
 		}
-	} else {
-		// Absent, or removed by an invalidation or FLUSH stamped before e: start afresh.
-		s.countExpired(old)
+		ntags := len(tags)
+		if tags == nil { // keep old's tags
+			ntags = int(old.ntags)
+		}
+		e := newEntry(key, strconv.AppendInt(digits[:0], n, 10), h, expireAt, ntags)
 		if tags == nil {
-			e.tags = nil // installLocked unindexes old's tags
+			e.copyTags(old)
 		}
+		if s.stampDerivedLocked(old, e, tags) {
+			s.installLocked(sh, old, e)
+			sh.puts.Add(1)
+			return n, nil
+		}
+		// An invalidation or FLUSH stamped before e removed old: as of e, the key is
+		// absent. Abandon e and start afresh.
+		s.unindexNew(old, e)
 	}
-	e.value = strconv.AppendInt(nil, n, 10)
-	s.installLocked(sh, key, old, e)
+	s.countExpired(old)
+	e := newEntry(key, strconv.AppendInt(digits[:0], delta, 10), h, s.expireAt(ttl), len(tags))
+	s.publishLocked(sh, old, e, tags)
 	sh.puts.Add(1)
-	return n, nil
+	return delta, nil
 }
 
 const (
@@ -441,15 +455,15 @@ func (s *Store) Get(key string) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	return e.value, true
+	return e.value(), true
 }
 
 // lookup returns key's live entry, removing an expired entry it finds; count says
 // whether the read counts as a hit or miss.
 func (s *Store) lookup(key string, count bool) (*entry, bool) {
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.RLock()
-	e := sh.m[key]
+	e := sh.t.get(key, h)
 	st := live
 	if e != nil {
 		st = s.stateOf(e)
@@ -460,7 +474,7 @@ func (s *Store) lookup(key string, count bool) (*entry, bool) {
 			sh.misses.Add(1)
 		}
 		if st == expired {
-			s.removeIfExpired(sh, key, e)
+			s.removeIfExpired(sh, e)
 		}
 		return nil, false
 	}
@@ -473,12 +487,12 @@ func (s *Store) lookup(key string, count bool) (*entry, bool) {
 	return e, true
 }
 
-// removeIfExpired deletes e if it is still key's entry and still expired, checked under
-// the write lock, so a fresh write that landed meanwhile is never lost.
-func (s *Store) removeIfExpired(sh *shard, key string, e *entry) {
+// removeIfExpired deletes e if it is still its key's entry and still expired, checked
+// under the write lock, so a fresh write that landed meanwhile is never lost.
+func (s *Store) removeIfExpired(sh *shard, e *entry) {
 	sh.mu.Lock()
-	if sh.m[key] == e && s.stateOf(e) == expired {
-		s.removeLocked(sh, key, e)
+	if sh.t.get(e.key(), e.hash) == e && s.stateOf(e) == expired {
+		s.removeLocked(sh, e)
 		s.expirations.Add(1)
 	}
 	sh.mu.Unlock()
@@ -505,8 +519,9 @@ func (e Entry) TTLMillis(nowMs int64) int64 {
 	return 0
 }
 
-func view(key string, e *entry) Entry {
-	return Entry{Key: key, Value: e.value, Tags: e.tags, Stamp: e.stamp, ExpireAt: e.expireAt, Created: e.created}
+func view(e *entry) Entry {
+	return Entry{Key: e.key(), Value: e.value(), Tags: e.tagNames(), Stamp: e.stamp, ExpireAt: e.expireAt,
+		Created: e.created()}
 }
 
 // GetEntry returns key's live entry with its metadata. It is an inspection (HTTP
@@ -516,20 +531,20 @@ func (s *Store) GetEntry(key string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return view(key, e), true
+	return view(e), true
 }
 
 // Del removes key and reports whether it held a live entry.
 func (s *Store) Del(key string) bool {
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[key]
+	e := sh.t.get(key, h)
 	if e == nil {
 		return false
 	}
 	st := s.stateOf(e)
-	s.removeLocked(sh, key, e)
+	s.removeLocked(sh, e)
 	if st == expired {
 		s.expirations.Add(1)
 	}
@@ -573,7 +588,7 @@ type invalidation struct {
 
 type tagSnapshot struct {
 	ts   *tagState
-	keys map[string]struct{}
+	keys entryTable // read-only once taken
 }
 
 // beginInvalidation takes the invalidation's stamp and each tag's key set: from here on
@@ -594,8 +609,8 @@ func (inv *invalidation) finish() int {
 	defer s.reclaiming.Add(-1)
 	n := 0
 	for _, sn := range inv.snaps {
-		for k := range sn.keys {
-			if s.reclaim(k, sn.ts.name, inv.stamp) {
+		for _, e := range sn.keys.slots {
+			if e != nil && s.reclaim(e.key(), sn.ts.name, inv.stamp) {
 				n++
 			}
 		}
@@ -623,20 +638,20 @@ func (s *Store) normalizeTagsUnbounded(tags []string) ([]string, error) {
 // the invalidation) survives and is indexed under the tag again, since the invalidation
 // took the tag's key set. It reports whether it removed a live entry.
 func (s *Store) reclaim(key, tag string, stamp uint64) bool {
-	sh := s.shardFor(key)
+	sh, h := s.locate(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[key]
+	e := sh.t.get(key, h)
 	if e == nil || !e.hasTag(tag) {
 		return false
 	}
 	// Written after the stamp: it survives, unless a later invalidation of the tag has
 	// killed it meanwhile (that one found the tag's keys taken by us and left it to us).
-	if e.stamp > stamp && s.tags.readd(tag, key, e.stamp) {
+	if e.stamp > stamp && s.tags.readd(tag, e) {
 		return false
 	}
 	wasExpired := e.expireAt != 0 && s.nowMs() >= e.expireAt
-	s.removeLocked(sh, key, e)
+	s.removeLocked(sh, e)
 	if wasExpired {
 		s.expirations.Add(1)
 	}
@@ -658,11 +673,11 @@ func (s *Store) InvalidateTagsAll(tags []string) int {
 	}
 	n := 0
 	for _, k := range s.tags.keys(smallest) {
-		sh := s.shardFor(k)
+		sh, h := s.locate(k)
 		sh.mu.Lock()
-		if e := sh.m[k]; e != nil && hasAll(e, tags) {
+		if e := sh.t.get(k, h); e != nil && hasAll(e, tags) {
 			st := s.stateOf(e)
-			s.removeLocked(sh, k, e)
+			s.removeLocked(sh, e)
 			if st == live {
 				n++
 			} else if st == expired {
@@ -694,9 +709,9 @@ func (s *Store) KeysByTag(tag string, limit int) []string {
 		if limit > 0 && len(out) >= limit {
 			break
 		}
-		sh := s.shardFor(k)
+		sh, h := s.locate(k)
 		sh.mu.RLock()
-		e := sh.m[k]
+		e := sh.t.get(k, h)
 		ok := e != nil && e.hasTag(tag) && s.stateOf(e) == live
 		sh.mu.RUnlock()
 		if ok {
@@ -752,7 +767,7 @@ func (s *Store) dropPartition(p int, stamp uint64) int {
 	defer sh.mu.Unlock()
 	now := s.nowMs()
 	n := 0
-	for k, e := range sh.m {
+	for _, e := range sh.t.appendTo(nil) { // removing shifts and shrinks the table
 		if e.stamp > stamp {
 			continue
 		}
@@ -761,7 +776,7 @@ func (s *Store) dropPartition(p int, stamp uint64) int {
 		} else {
 			s.expirations.Add(1)
 		}
-		s.removeLocked(sh, k, e)
+		s.removeLocked(sh, e)
 	}
 	return n
 }
@@ -771,7 +786,7 @@ func (s *Store) PartitionLen(p int) int {
 	sh := &s.shards[p]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	return len(sh.m)
+	return sh.t.len()
 }
 
 // RangePartition calls fn for each live entry of partition p, in key order, starting
@@ -779,21 +794,17 @@ func (s *Store) PartitionLen(p int) int {
 // fn may call the store.
 func (s *Store) RangePartition(p int, after string, fn func(Entry) bool) {
 	sh := &s.shards[p]
-	type kv struct {
-		k string
-		e *entry
-	}
 	sh.mu.RLock()
-	snap := make([]kv, 0, len(sh.m))
-	for k, e := range sh.m {
-		if k > after && s.stateOf(e) == live {
-			snap = append(snap, kv{k, e})
+	snap := make([]*entry, 0, sh.t.len())
+	for _, e := range sh.t.slots {
+		if e != nil && e.key() > after && s.stateOf(e) == live {
+			snap = append(snap, e)
 		}
 	}
 	sh.mu.RUnlock()
-	sort.Slice(snap, func(i, j int) bool { return snap[i].k < snap[j].k })
-	for _, x := range snap {
-		if !fn(view(x.k, x.e)) {
+	slices.SortFunc(snap, func(a, b *entry) int { return strings.Compare(a.key(), b.key()) })
+	for _, e := range snap {
+		if !fn(view(e)) {
 			return
 		}
 	}
@@ -865,27 +876,25 @@ func (s *Store) evictOne() bool {
 	for i := range n {
 		sh := &s.shards[(start+i)%n]
 		sh.mu.Lock()
-		var vk string
 		var ve *entry
 		seen := 0
-		for k, e := range sh.m {
+		sh.t.walk(rand.IntN(max(1, len(sh.t.slots))), func(e *entry) bool {
 			if ve == nil || e.access.Load() < ve.access.Load() {
-				vk, ve = k, e
+				ve = e
 			}
 			if s.stateOf(e) != live {
-				vk, ve = k, e
-				break
+				ve = e
+				return false
 			}
-			if seen++; seen >= evictSamples {
-				break
-			}
-		}
+			seen++
+			return seen < evictSamples
+		})
 		if ve == nil {
 			sh.mu.Unlock()
 			continue
 		}
 		st := s.stateOf(ve)
-		s.removeLocked(sh, vk, ve)
+		s.removeLocked(sh, ve)
 		sh.mu.Unlock()
 		if st == expired {
 			s.expirations.Add(1)
@@ -895,11 +904,4 @@ func (s *Store) evictOne() bool {
 		return true
 	}
 	return false
-}
-
-func clone(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return append(make([]byte, 0, len(b)), b...)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ import (
 )
 
 func TestNewRejectsNonsenseConfig(t *testing.T) {
-	for _, cfg := range []Config{
+	cfgs := []Config{
 		{Partitions: -1},
 		{TagShards: -1},
 		{MaxMemory: -1},
@@ -20,8 +21,14 @@ func TestNewRejectsNonsenseConfig(t *testing.T) {
 		{MaxValueBytes: -1},
 		{MaxTags: -1},
 		{MaxTagBytes: -1},
+		{MaxKeyBytes: MaxKeyBytesLimit + 1},
+		{MaxTags: MaxTagsLimit + 1},
 		{SweepInterval: time.Microsecond},
-	} {
+	}
+	if tooLarge := int64(MaxValueBytesLimit) + 1; strconv.IntSize == 64 { // an int holds it
+		cfgs = append(cfgs, Config{MaxValueBytes: int(tooLarge)})
+	}
+	for _, cfg := range cfgs {
 		if s, err := New(cfg); err == nil {
 			s.Close()
 			t.Errorf("New(%+v) succeeded, want an error", cfg)

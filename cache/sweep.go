@@ -1,9 +1,12 @@
 package cache
 
-import "time"
+import (
+	"math/rand/v2"
+	"time"
+)
 
 // Sweeper tuning: each tick, every shard holding entries with a TTL is sampled
-// sweepSample entries at a time (Go's randomised map order makes this a random sample);
+// sweepSample entries at a time, from a random slot of its table;
 // while more than a quarter of a sample had expired, the shard is sampled again, up to
 // sweepRounds times. This is Redis's active-expiry idea: memory held by expired entries
 // is reclaimed within a few ticks without scanning every entry.
@@ -53,23 +56,25 @@ func (s *Store) sweepShard(sh *shard) (removed, sampled int) {
 	defer sh.mu.Unlock()
 	now := s.nowMs()
 	visited := 0
-	for k, e := range sh.m {
+	var expired [sweepSample]*entry // removed after the walk: removing reshapes the table
+	sh.t.walk(rand.IntN(max(1, len(sh.t.slots))), func(e *entry) bool {
 		// Bound the walk past entries without a TTL, so a large shard with few
 		// expiring entries costs a bounded amount per tick.
 		if visited++; visited > 4*sweepSample {
-			break
+			return false
 		}
 		if e.expireAt == 0 {
-			continue
+			return true
 		}
-		sampled++
 		if now >= e.expireAt {
-			s.removeLocked(sh, k, e)
+			expired[removed] = e
 			removed++
 		}
-		if sampled >= sweepSample {
-			break
-		}
+		sampled++
+		return sampled < sweepSample
+	})
+	for _, e := range expired[:removed] {
+		s.removeLocked(sh, e)
 	}
 	s.expirations.Add(uint64(removed))
 	return removed, sampled

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -12,14 +13,18 @@ import (
 // and the stamp of the tag's latest invalidation. An entry carrying the tag with a write
 // stamp below invalidatedAt is dead, whether or not it has been reclaimed yet.
 type tagState struct {
-	name          string              // the interned tag; entries share this string
-	keys          map[string]struct{} // keys whose entry carries the tag
-	invalidatedAt uint64              // stamp of the latest invalidation, 0 if none; never decreases
+	name string    // the interned tag; never changes
+	self *tagState // &self is the tag handle list of an entry carrying only this tag
+	// keys holds, for each key whose current entry carries the tag, that entry (a write
+	// replaces the entry it supersedes here, so the set never keeps an old value alive).
+	// Only an entry's key and hash are read here: they never change once indexed.
+	keys          entryTable
+	invalidatedAt uint64 // stamp of the latest invalidation, 0 if none; never decreases
 	// inflight holds the key sets taken by invalidations still being reclaimed, by
 	// invalidation stamp. Their keys may still carry the tag (entries written
 	// concurrently with the invalidation, re-indexed when reclaimed), so readers of the
-	// tag's keys look here too. The maps are read-only once taken.
-	inflight map[uint64]map[string]struct{}
+	// tag's keys look here too. The sets are read-only once taken.
+	inflight map[uint64]entryTable
 }
 
 type tagShard struct {
@@ -38,8 +43,8 @@ type tagIndex struct {
 
 // Estimated heap cost of index structures (docs/memory.md explains the figures).
 const (
-	tagStateBytes  = 160 // tagState, its map header and the shard map slot
-	tagMemberBytes = 40  // one key in a tag's key set (the key string itself is shared)
+	tagStateBytes  = 160               // tagState and its slot in the shard's map
+	tagMemberBytes = tableSlotAvgBytes // one key in a tag's key set: a slot of its table
 )
 
 func newTagIndex(shards int) *tagIndex {
@@ -56,53 +61,73 @@ func (ti *tagIndex) shardIndex(tag string) int {
 	return int(xxhash.Sum64String(tag) % uint64(len(ti.shards)))
 }
 
-// add records that key's entry carries tag and returns the interned tag string.
-func (ti *tagIndex) add(tag, key string) string {
+// add records that e, its key's entry from now on, carries tag (in place of the key's
+// previous entry if that carried it too), and returns the tag's state. The caller holds
+// e's shard lock.
+func (ti *tagIndex) add(tag string, e *entry) *tagState {
 	sh := ti.shard(tag)
 	sh.mu.Lock()
-	name := ti.addLocked(sh, tag, key).name
+	ts := ti.addLocked(sh, tag, e)
 	sh.mu.Unlock()
-	return name
+	return ts
 }
 
-func (ti *tagIndex) addLocked(sh *tagShard, tag, key string) *tagState {
+func (ti *tagIndex) addLocked(sh *tagShard, tag string, e *entry) *tagState {
 	ts := sh.m[tag]
 	if ts == nil {
-		ts = &tagState{name: tag, keys: make(map[string]struct{}, 1)}
-		sh.m[tag] = ts
+		// Cloned: the caller's string may share memory with something bigger.
+		ts = &tagState{name: strings.Clone(tag)}
+		ts.self = ts
+		sh.m[ts.name] = ts
 		ti.tags.Add(1)
 		ti.bytes.Add(tagStateBytes + int64(len(tag)))
 	}
-	if _, ok := ts.keys[key]; !ok {
-		ts.keys[key] = struct{}{}
+	if ts.keys.put(e) == nil {
 		ti.bytes.Add(tagMemberBytes)
 	}
 	return ts
 }
 
-// readd indexes key under tag again for an entry stamped at stamp that survived the
-// invalidation which took key's set, unless a later invalidation of tag has killed it
-// meanwhile (that one could not see key: the earlier one held it). It reports whether it
-// did; if not, the caller removes the entry. The caller holds key's shard lock.
-func (ti *tagIndex) readd(tag, key string, stamp uint64) bool {
+// readd indexes e under tag again: e survived the invalidation which took its key's set,
+// unless a later invalidation of tag has killed it meanwhile (that one could not see the
+// key: the earlier one held it). It reports whether it did; if not, the caller removes
+// e. The caller holds e's shard lock.
+func (ti *tagIndex) readd(tag string, e *entry) bool {
 	sh := ti.shard(tag)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if ts := sh.m[tag]; ts != nil && stamp < ts.invalidatedAt {
+	if ts := sh.m[tag]; ts != nil && e.stamp < ts.invalidatedAt {
 		return false
 	}
-	ti.addLocked(sh, tag, key)
+	ti.addLocked(sh, tag, e)
 	return true
 }
 
-// remove records that key's entry no longer carries tag, freeing the tag when it has no
-// keys left and no invalidation is being reclaimed.
-func (ti *tagIndex) remove(tag, key string) {
+// remove records that e's key no longer has an entry carrying tag, freeing the tag when
+// it has no keys left and no invalidation is being reclaimed. The caller holds e's shard
+// lock.
+func (ti *tagIndex) remove(tag string, e *entry) {
 	sh := ti.shard(tag)
 	sh.mu.Lock()
 	if ts := sh.m[tag]; ts != nil {
-		if _, ok := ts.keys[key]; ok {
-			delete(ts.keys, key)
+		if ts.keys.delete(e.key(), e.hash) != nil {
+			ti.bytes.Add(-tagMemberBytes)
+		}
+		ti.maybeFreeLocked(sh, ts)
+	}
+	sh.mu.Unlock()
+}
+
+// unadd undoes add(tag, e) for an abandoned write: if tag's key set holds e, it holds
+// back (the entry e was to replace, nil if it does not carry tag) instead. The caller
+// holds e's shard lock.
+func (ti *tagIndex) unadd(tag string, e, back *entry) {
+	sh := ti.shard(tag)
+	sh.mu.Lock()
+	if ts := sh.m[tag]; ts != nil {
+		if back != nil {
+			ts.keys.replace(e, back)
+		} else if ts.keys.deleteEntry(e) {
 			ti.bytes.Add(-tagMemberBytes)
 		}
 		ti.maybeFreeLocked(sh, ts)
@@ -111,7 +136,7 @@ func (ti *tagIndex) remove(tag, key string) {
 }
 
 func (ti *tagIndex) maybeFreeLocked(sh *tagShard, ts *tagState) {
-	if len(ts.keys) == 0 && len(ts.inflight) == 0 && sh.m[ts.name] == ts {
+	if ts.keys.len() == 0 && len(ts.inflight) == 0 && sh.m[ts.name] == ts {
 		delete(sh.m, ts.name)
 		ti.tags.Add(-1)
 		ti.bytes.Add(-(tagStateBytes + int64(len(ts.name))))
@@ -150,16 +175,16 @@ func (ti *tagIndex) invalidate(tags []string, next func() uint64) (uint64, []tag
 		if stamp > ts.invalidatedAt { // concurrent invalidations must not move it back
 			ts.invalidatedAt = stamp
 		}
-		if len(ts.keys) == 0 {
+		if ts.keys.len() == 0 {
 			continue
 		}
 		keys := ts.keys
-		ts.keys = make(map[string]struct{})
+		ts.keys = entryTable{}
 		if ts.inflight == nil {
-			ts.inflight = make(map[uint64]map[string]struct{}, 1)
+			ts.inflight = make(map[uint64]entryTable, 1)
 		}
 		ts.inflight[stamp] = keys
-		ti.bytes.Add(-tagMemberBytes * int64(len(keys)))
+		ti.bytes.Add(-tagMemberBytes * int64(keys.len()))
 		snaps = append(snaps, tagSnapshot{ts, keys})
 	}
 	return stamp, snaps
@@ -196,9 +221,11 @@ func (ti *tagIndex) keys(tag string) []string {
 	if ts == nil {
 		return nil
 	}
-	out := make([]string, 0, len(ts.keys))
-	for k := range ts.keys {
-		out = append(out, k)
+	out := make([]string, 0, ts.keys.len())
+	for _, e := range ts.keys.slots {
+		if e != nil {
+			out = append(out, e.key())
+		}
 	}
 	if len(ts.inflight) == 0 {
 		return out
@@ -208,8 +235,11 @@ func (ti *tagIndex) keys(tag string) []string {
 		seen[k] = struct{}{}
 	}
 	for _, set := range ts.inflight {
-		for k := range set {
-			if _, ok := seen[k]; !ok {
+		for _, e := range set.slots {
+			if e == nil {
+				continue
+			}
+			if k := e.key(); !hasKey(seen, k) {
 				seen[k] = struct{}{}
 				out = append(out, k)
 			}
@@ -225,9 +255,9 @@ func (ti *tagIndex) size(tag string) int {
 	defer sh.mu.RUnlock()
 	n := 0
 	if ts := sh.m[tag]; ts != nil {
-		n = len(ts.keys)
+		n = ts.keys.len()
 		for _, set := range ts.inflight {
-			n += len(set)
+			n += set.len()
 		}
 	}
 	return n
@@ -246,11 +276,16 @@ func (ti *tagIndex) counts() []TagCount {
 		sh := &ti.shards[i]
 		sh.mu.RLock()
 		for name, ts := range sh.m {
-			if len(ts.keys) > 0 {
-				out = append(out, TagCount{Tag: name, Keys: len(ts.keys)})
+			if n := ts.keys.len(); n > 0 {
+				out = append(out, TagCount{Tag: name, Keys: n})
 			}
 		}
 		sh.mu.RUnlock()
 	}
 	return out
+}
+
+func hasKey(set map[string]struct{}, k string) bool {
+	_, ok := set[k]
+	return ok
 }
