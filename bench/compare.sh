@@ -7,8 +7,11 @@
 #      10k): TagCache with SET … TAGS, Redis with SET plus one SADD per tag.
 # Prints ratios: these machines are shared and noisy, so only same-run ratios mean much.
 #
+# Every measurement first waits (up to 60 s) for the machine to be QUIET_IDLE % idle.
+#
 # Environment: ROUNDS (3), REQUESTS (redis-benchmark -n, 200000), PIPELINED_REQUESTS
-# (1000000), KEYS (1000000), DURATION (tagcache bench duration, 5s), SKIP_MEMORY=1.
+# (1000000), KEYS (1000000), DURATION (tagcache bench duration, 5s), QUIET_IDLE (90),
+# SKIP_MEMORY=1, TAGCACHE_ARGS (extra `tagcache server` flags, e.g. --gomaxprocs 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +49,7 @@ start_redis() {
   until redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; do sleep 0.1; done
 }
 start_tagcache() {
-  bin/tagcache server --tcp-port $TC_TEXT --http-port 0 --resp-port $TC_RESP --log-level warn \
+  bin/tagcache server --tcp-port $TC_TEXT --http-port 0 --resp-port $TC_RESP --log-level warn ${TAGCACHE_ARGS:-} \
     2>"$work/tagcache.log" &
   tc_pid=$!; pids+=($tc_pid)
   until redis-cli -p $TC_RESP ping >/dev/null 2>&1; do sleep 0.1; done
@@ -57,6 +60,21 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 rps() {
   redis-benchmark -p "$1" -t "$2" -n "$4" -c 50 -P "$3" -r 100000 -d 100 --csv 2>/dev/null |
     awk -F'","' -v t="$(echo "$2" | tr a-z A-Z)" '$1 ~ t {gsub(/"/,"",$2); print $2}'
+}
+# wait_quiet: until the machine is at least QUIET_IDLE % idle over half a second (other
+# people's loads on a shared machine skew one target and not the other), at most 60 s.
+QUIET_IDLE=${QUIET_IDLE:-90}
+idle_pct() {
+  local a b c d e f g h t1 i1
+  read -r _ a b c d e f g h _ </proc/stat; t1=$((a+b+c+d+e+f+g+h)); i1=$((d+e))
+  sleep 0.5
+  read -r _ a b c d e f g h _ </proc/stat
+  echo $(( 100 * (d + e - i1) / (a+b+c+d+e+f+g+h - t1 + 1) ))
+}
+wait_quiet() {
+  [ -r /proc/stat ] || return 0
+  for _ in $(seq 60); do [ "$(idle_pct)" -ge "$QUIET_IDLE" ] && return 0; sleep 0.5; done
+  echo "warning: machine busy; measuring anyway" >&2
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
@@ -70,6 +88,7 @@ for pipe in 1 16; do
   for t in set get; do
     : >"$work/r"; : >"$work/t"
     for _ in $(seq "$ROUNDS"); do
+      wait_quiet
       rps $REDIS_PORT $t $pipe "$n" >>"$work/r"
       rps $TC_RESP $t $pipe "$n" >>"$work/t"
     done
@@ -80,11 +99,20 @@ done
 stop $redis_pid
 
 echo
-echo "== tagcache bench on one node: text protocol vs RESP, 50 connections, get=80,put=20, $DURATION each"
+echo "== tagcache bench on one node: text protocol vs RESP, 50 connections, get=80,put=20, $DURATION each; median of $ROUNDS rounds"
 printf '%-14s %14s %14s %8s\n' pipeline text resp text/resp
+tcbench() {
+  bin/tagcache bench --protocol "$1" --targets "127.0.0.1:$2" --pipeline "$3" --duration "$DURATION" --json |
+    sed -E 's/.*"requests_per_second":([0-9.]+).*/\1/'
+}
 for pipe in 1 16; do
-  text=$(bin/tagcache bench --protocol text --targets 127.0.0.1:$TC_TEXT --pipeline $pipe --duration "$DURATION" --json | sed -E 's/.*"requests_per_second":([0-9.]+).*/\1/')
-  resp=$(bin/tagcache bench --protocol resp --targets 127.0.0.1:$TC_RESP --pipeline $pipe --duration "$DURATION" --json | sed -E 's/.*"requests_per_second":([0-9.]+).*/\1/')
+  : >"$work/x"; : >"$work/y"
+  for _ in $(seq "$ROUNDS"); do
+    wait_quiet
+    tcbench text $TC_TEXT $pipe >>"$work/x"
+    tcbench resp $TC_RESP $pipe >>"$work/y"
+  done
+  text=$(median <"$work/x"); resp=$(median <"$work/y")
   printf '%-14s %14.0f %14.0f %8.2f\n' "-P $pipe" "$text" "$resp" "$(echo "$text $resp" | awk '{print $1/$2}')"
 done
 stop $tc_pid

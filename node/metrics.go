@@ -68,6 +68,54 @@ func (c *CommandMetrics) ObserveDuration(d time.Duration, failed bool) {
 	}
 }
 
+// ObserveLatency records the latency of one request without counting it; see tally.
+func (c *CommandMetrics) ObserveLatency(d time.Duration) { c.latency.Observe(d.Seconds()) }
+
+// tally counts one connection's requests per command between flushes, so a request
+// touches no cache line shared with other connections: a batch of pipelined requests
+// costs one atomic add per command and result it used, not one per request. Its owner
+// flushes it once per batch, before writing the batch's replies, so a client that has
+// its reply also sees its request in the metrics.
+type tally struct {
+	cmds   []*CommandMetrics // by command index
+	counts []tallyCount      // by command index
+	used   []int             // command indexes with a count since the last flush
+}
+
+type tallyCount struct{ ok, failed uint64 }
+
+func newTally(cmds []*CommandMetrics) tally {
+	return tally{cmds: cmds, counts: make([]tallyCount, len(cmds)), used: make([]int, 0, 4)}
+}
+
+// add counts one request of command i.
+func (t *tally) add(i int, failed bool) {
+	c := &t.counts[i]
+	if c.ok == 0 && c.failed == 0 {
+		t.used = append(t.used, i)
+	}
+	if failed {
+		c.failed++
+	} else {
+		c.ok++
+	}
+}
+
+// flush adds the counts to the shared counters and clears them.
+func (t *tally) flush() {
+	for _, i := range t.used {
+		c := &t.counts[i]
+		if c.ok > 0 {
+			t.cmds[i].ok.Add(float64(c.ok))
+		}
+		if c.failed > 0 {
+			t.cmds[i].failed.Add(float64(c.failed))
+		}
+		*c = tallyCount{}
+	}
+	t.used = t.used[:0]
+}
+
 type storeCollector struct{ backend Backend }
 
 var (

@@ -17,12 +17,11 @@ import (
 // errors retried with backoff, and a graceful shutdown.
 type respServer struct {
 	n          *Node
-	now        func() time.Time // the store's clock, for EXAT/PXAT and TTLs
-	maxBulk    int              // longest bulk string accepted
-	maxRequest int              // most bytes one request may span
-	cmds       []*CommandMetrics
-	unknown    *CommandMetrics
-	started    time.Time // for uptime, and the origin of clock
+	now        func() time.Time  // the store's clock, for EXAT/PXAT and TTLs
+	maxBulk    int               // longest bulk string accepted
+	maxRequest int               // most bytes one request may span
+	cmds       []*CommandMetrics // by command index; respUnknown for unknown commands
+	started    time.Time         // for uptime, and the origin of clock
 
 	closing atomic.Bool
 	mu      sync.Mutex            // protects conns
@@ -48,14 +47,14 @@ func newRESPServer(n *Node) *respServer {
 		now:        cc.Now,
 		maxBulk:    maxBulk,
 		maxRequest: max(respMinRequestMax, 2*maxBulk+respMaxInline),
-		cmds:       make([]*CommandMetrics, len(respCommands)),
-		unknown:    n.metrics.Command("resp", "unknown"),
+		cmds:       make([]*CommandMetrics, len(respCommands)+1),
 		started:    time.Now(),
 		conns:      make(map[net.Conn]struct{}),
 	}
 	for i, c := range respCommands {
 		s.cmds[i] = n.metrics.Command("resp", c.name)
 	}
+	s.cmds[respUnknown] = n.metrics.Command("resp", "unknown")
 	return s
 }
 
@@ -143,6 +142,8 @@ func (s *respServer) handle(c net.Conn) {
 }
 
 // serveConn runs one connection until EOF, an error, QUIT, the idle timeout or shutdown.
+// Each round reads what the client sent, runs every complete request in it and writes
+// all the replies at once.
 func (s *respServer) serveConn(c net.Conn) {
 	defer c.Close()
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -153,11 +154,14 @@ func (s *respServer) serveConn(c net.Conn) {
 		rw:     respWriter{w: bufio.NewWriterSize(c, respReadBuffer)},
 		id:     s.nextID.Add(1),
 		authed: !s.n.tcpAuth,
+		counts: newTally(s.cmds),
 	}
+	defer ss.counts.flush()
 	rd := newRESPReader(s.maxBulk, s.maxRequest)
 	ss.mark = s.clock()
 	idle := s.n.cfg.IdleTimeout
-	var deadlineAt time.Time // when the deadline was last pushed back
+	var deadlineAt time.Duration // s.clock() when the deadline was last pushed back
+	armed := false               // the deadline has been set once
 	for {
 		ran := 0
 		for {
@@ -173,6 +177,7 @@ func (s *respServer) serveConn(c net.Conn) {
 			}
 			ran++
 			if !ss.exec(args) {
+				ss.counts.flush()
 				ss.rw.w.Flush()
 				s.commands.Add(uint64(ran))
 				return
@@ -180,6 +185,7 @@ func (s *respServer) serveConn(c net.Conn) {
 		}
 		if ran > 0 {
 			s.commands.Add(uint64(ran))
+			ss.counts.flush()
 		}
 		if ss.rw.w.Buffered() > 0 {
 			if err := ss.rw.w.Flush(); err != nil {
@@ -193,10 +199,11 @@ func (s *respServer) serveConn(c net.Conn) {
 			// Pushing the deadline back costs a timer update; do it at most every
 			// idle/8, so a connection idle for IdleTimeout is always closed and one idle
 			// for less than 7/8 of it never is. It covers writes too: a client that does
-			// not read its replies is dropped.
-			if now := time.Now(); now.Sub(deadlineAt) > idle/8 {
-				c.SetDeadline(now.Add(idle))
-				deadlineAt = now
+			// not read its replies is dropped. ss.mark, the last clock read, is at most
+			// one batch old.
+			if now := ss.mark; !armed || now-deadlineAt > idle/8 {
+				c.SetDeadline(s.started.Add(now + idle))
+				deadlineAt, armed = now, true
 				if s.closing.Load() {
 					return // shutdown's wake-up may have been overwritten
 				}
@@ -205,6 +212,6 @@ func (s *respServer) serveConn(c net.Conn) {
 		if err := rd.fill(c); err != nil {
 			return // EOF, idle timeout or shutdown: a partial request is not run
 		}
-		ss.mark = s.clock()
+		ss.mark, ss.timing = s.clock(), true
 	}
 }

@@ -26,8 +26,8 @@ const textReadBuffer = 16 << 10
 // textServer serves the text protocol for a node.
 type textServer struct {
 	n       *Node
-	cmds    map[string]*CommandMetrics // verb -> metrics
-	unknown *CommandMetrics
+	cmds    []*CommandMetrics // by verb index (textVerbs); textUnknown for unknown verbs
+	started time.Time         // the origin of clock
 
 	closing atomic.Bool
 	mu      sync.Mutex            // protects conns
@@ -36,18 +36,74 @@ type textServer struct {
 	count   atomic.Int64          // open connections
 }
 
-var textVerbs = []string{"PUT", "ADD", "INCR", "DECR", "GET", "DEL", "INV_TAG", "INV_TAGS_ANY",
+// The verbs, as indexes of textVerbs and textServer.cmds.
+const (
+	verbPut = iota
+	verbAdd
+	verbIncr
+	verbDecr
+	verbGet
+	verbDel
+	verbInvTag
+	verbInvTagsAny
+	verbInvTagsAll
+	verbInvKeys
+	verbKeysByTag // also KEYS
+	verbStats
+	verbFlush
+	verbAuth
+	textUnknown // an unknown verb, for the metrics
+)
+
+var textVerbs = [textUnknown]string{"PUT", "ADD", "INCR", "DECR", "GET", "DEL", "INV_TAG", "INV_TAGS_ANY",
 	"INV_TAGS_ALL", "INV_KEYS", "KEYS_BY_TAG", "STATS", "FLUSH", "AUTH"}
 
-func newTextServer(n *Node) *textServer {
-	s := &textServer{n: n, cmds: make(map[string]*CommandMetrics), conns: make(map[net.Conn]struct{})}
-	for _, v := range textVerbs {
-		s.cmds[v] = n.metrics.Command("tcp", strings.ToLower(v))
+// lookupTextVerb returns the index of verb, which is upper case, or textUnknown.
+func lookupTextVerb(verb []byte) int {
+	switch string(verb) {
+	case "PUT":
+		return verbPut
+	case "ADD":
+		return verbAdd
+	case "INCR":
+		return verbIncr
+	case "DECR":
+		return verbDecr
+	case "GET":
+		return verbGet
+	case "DEL":
+		return verbDel
+	case "INV_TAG":
+		return verbInvTag
+	case "INV_TAGS_ANY":
+		return verbInvTagsAny
+	case "INV_TAGS_ALL":
+		return verbInvTagsAll
+	case "INV_KEYS":
+		return verbInvKeys
+	case "KEYS_BY_TAG", "KEYS":
+		return verbKeysByTag
+	case "STATS":
+		return verbStats
+	case "FLUSH":
+		return verbFlush
+	case "AUTH":
+		return verbAuth
 	}
-	s.cmds["KEYS"] = s.cmds["KEYS_BY_TAG"]
-	s.unknown = n.metrics.Command("tcp", "unknown")
+	return textUnknown
+}
+
+func newTextServer(n *Node) *textServer {
+	s := &textServer{n: n, cmds: make([]*CommandMetrics, textUnknown+1), started: time.Now(), conns: make(map[net.Conn]struct{})}
+	for i, v := range textVerbs {
+		s.cmds[i] = n.metrics.Command("tcp", strings.ToLower(v))
+	}
+	s.cmds[textUnknown] = n.metrics.Command("tcp", "unknown")
 	return s
 }
+
+// clock returns the monotonic time since the server started; one cheap clock read.
+func (s *textServer) clock() time.Duration { return time.Since(s.started) }
 
 // serve accepts connections until ln is closed. An accept error that is not the
 // listener's closing is logged and retried with backoff: one bad accept never stops the
@@ -127,26 +183,53 @@ func (s *textServer) shutdown(ctx context.Context) error {
 
 func (s *textServer) handle(c net.Conn) {
 	defer s.untrack(c)
+	s.serveConn(c)
+}
+
+// serveConn runs one connection until EOF, an error, the idle timeout or shutdown. Like
+// the RESP server's, each round reads what the client sent, runs every complete line in
+// it and writes all the replies at once; the idle deadline is pushed back at most every
+// IdleTimeout/8 and covers writes too.
+func (s *textServer) serveConn(c net.Conn) {
 	defer c.Close()
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	dc := &deadlineConn{Conn: c, idle: s.n.cfg.IdleTimeout, closing: &s.closing}
-	r := bufio.NewReaderSize(dc, textReadBuffer)
-	w := bufio.NewWriterSize(dc, textReadBuffer)
-	sess := &session{srv: s, w: w, authed: !s.n.tcpAuth}
+	r := bufio.NewReaderSize(c, textReadBuffer)
+	w := bufio.NewWriterSize(c, textReadBuffer)
+	sess := &session{srv: s, w: w, authed: !s.n.tcpAuth, counts: newTally(s.cmds)}
+	defer sess.counts.flush()
+	idle := s.n.cfg.IdleTimeout
+	var deadlineAt time.Duration // s.clock() when the deadline was last pushed back
+	armed := false               // the deadline has been set once
+	sess.mark = s.clock()
 	var long []byte // a line longer than the read buffer, being accumulated
 	tooLong := false
 	for {
 		if r.Buffered() == 0 {
+			// The end of a batch: publish its counts, send its replies, then wait for
+			// more input.
+			sess.counts.flush()
 			if err := w.Flush(); err != nil {
 				return
 			}
 			if s.closing.Load() {
 				return
 			}
+			// sess.mark, the last clock read, is at most one batch old.
+			if now := sess.mark; idle > 0 && (!armed || now-deadlineAt > idle/8) {
+				c.SetDeadline(s.started.Add(now + idle))
+				deadlineAt, armed = now, true
+				if s.closing.Load() {
+					return // shutdown's wake-up may have been overwritten
+				}
+			}
+			sess.timing = true
 		}
 		line, err := r.ReadSlice('\n')
+		if sess.timing {
+			sess.mark = s.clock() // the batch's arrival
+		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			if !tooLong {
 				// +1: a final '\r' may be half of a "\r\n" terminator.
@@ -160,6 +243,7 @@ func (s *textServer) handle(c net.Conn) {
 		}
 		if err != nil {
 			// EOF, idle timeout or shutdown: a final unterminated line is not a command.
+			sess.counts.flush()
 			w.Flush()
 			return
 		}
@@ -172,6 +256,7 @@ func (s *textServer) handle(c net.Conn) {
 			line = append(long, line...)
 		}
 		if !sess.exec(line) {
+			sess.counts.flush()
 			w.Flush()
 			return
 		}
@@ -198,7 +283,22 @@ type session struct {
 	srv      *textServer
 	w        *bufio.Writer
 	authed   bool
-	failures int // failed AUTH attempts
+	failures int           // failed AUTH attempts
+	counts   tally         // commands run since the batch began, by verb
+	mark     time.Duration // srv.clock() when the current batch arrived
+	timing   bool          // the next command is the batch's first: time it
+}
+
+// observe counts the command that just ended as verb i; the first of a batch is also
+// timed, as in the RESP server (respSession.observe).
+func (ss *session) observe(i int, failed bool) {
+	ss.counts.add(i, failed)
+	if ss.timing {
+		ss.timing = false
+		now := ss.srv.clock()
+		ss.srv.cmds[i].ObserveLatency(now - ss.mark)
+		ss.mark = now
+	}
 }
 
 // maxAuthFailures closes a connection that keeps guessing credentials.
@@ -246,17 +346,15 @@ func (ss *session) exec(line []byte) bool {
 	var f [5][]byte
 	nf := splitFields(line, &f)
 	var vb [16]byte
-	verb := string(upperVerb(f[0], &vb))
-	m := ss.srv.cmds[verb]
-	if m == nil {
-		ss.srv.unknown.Observe(time.Now(), true)
+	i := lookupTextVerb(upperVerb(f[0], &vb))
+	if i == textUnknown {
+		ss.observe(i, true)
 		ss.w.WriteString("ERR unknown_command\n")
 		return true
 	}
-	start := time.Now()
-	if verb == "AUTH" {
+	if i == verbAuth {
 		ok := nf >= 3 && ss.srv.n.auth.Check(string(f[1]), string(f[2]))
-		m.Observe(start, !ok)
+		ss.observe(i, !ok)
 		if ok {
 			ss.authed, ss.failures = true, 0
 			ss.w.WriteString("OK\n")
@@ -267,15 +365,15 @@ func (ss *session) exec(line []byte) bool {
 		return ss.failures < maxAuthFailures
 	}
 	if !ss.authed {
-		m.Observe(start, true)
+		ss.observe(i, true)
 		ss.w.WriteString("ERR unauthorized\n")
 		return true
 	}
-	err := ss.run(verb, f[1:nf])
+	err := ss.run(i, f[1:nf])
 	if err != nil {
 		ss.writeErr(err)
 	}
-	m.Observe(start, err != nil)
+	ss.observe(i, err != nil)
 	return true
 }
 
@@ -305,8 +403,9 @@ func (ss *session) writeErr(err error) {
 	ss.w.WriteByte('\n')
 }
 
-// run executes verb with its fields (after the verb) and writes the reply on success.
-func (ss *session) run(verb string, args [][]byte) error {
+// run executes verb (an index of textVerbs) with its fields (after the verb) and writes
+// the reply on success.
+func (ss *session) run(verb int, args [][]byte) error {
 	b := ss.srv.n.backend
 	ctx := context.Background()
 	w := ss.w
@@ -317,7 +416,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		return nil, false
 	}
 	switch verb {
-	case "PUT", "ADD":
+	case verbPut, verbAdd:
 		key, ok := arg(0)
 		if !ok || len(key) == 0 {
 			return errMissingKey
@@ -330,7 +429,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		tagField, _ := arg(2)
 		value, _ := arg(3)
 		tags := parseTagList(tagField, false)
-		if verb == "PUT" {
+		if verb == verbPut {
 			if err := b.Put(ctx, string(key), value, ttl, tags); err != nil {
 				return err
 			}
@@ -348,7 +447,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		}
 		return nil
 
-	case "INCR", "DECR":
+	case verbIncr, verbDecr:
 		key, ok := arg(0)
 		if !ok || len(key) == 0 {
 			return errMissingKey
@@ -369,7 +468,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		tagField, _ := arg(3)
 		tags := parseTagList(tagField, false)
 		var n int64
-		if verb == "INCR" {
+		if verb == verbIncr {
 			n, err = b.Incr(ctx, string(key), by, ttl, tags)
 		} else {
 			n, err = b.Decr(ctx, string(key), by, ttl, tags)
@@ -382,7 +481,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		w.WriteByte('\n')
 		return nil
 
-	case "GET":
+	case verbGet:
 		key, ok := arg(0)
 		if !ok {
 			return errMissingKey
@@ -400,7 +499,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		w.WriteByte('\n')
 		return nil
 
-	case "DEL":
+	case verbDel:
 		key, ok := arg(0)
 		if !ok {
 			return errMissingKey
@@ -419,7 +518,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		}
 		return nil
 
-	case "INV_TAG":
+	case verbInvTag:
 		tag, ok := arg(0)
 		if !ok {
 			return errMissingTag
@@ -431,17 +530,17 @@ func (ss *session) run(verb string, args [][]byte) error {
 		writeCount(w, "INV_TAG\t", n)
 		return nil
 
-	case "INV_TAGS_ANY", "INV_TAGS_ALL", "INV_KEYS":
+	case verbInvTagsAny, verbInvTagsAll, verbInvKeys:
 		field, _ := arg(0)
 		if len(field) == 0 {
-			if verb == "INV_KEYS" {
+			if verb == verbInvKeys {
 				return errMissingKeys
 			}
 			return errMissingTags
 		}
 		list := parseTagList(field, true)
 		if len(list) == 0 {
-			if verb == "INV_KEYS" {
+			if verb == verbInvKeys {
 				return errEmptyKeys
 			}
 			return errEmptyTags
@@ -449,9 +548,9 @@ func (ss *session) run(verb string, args [][]byte) error {
 		var n int
 		var err error
 		switch verb {
-		case "INV_TAGS_ANY":
+		case verbInvTagsAny:
 			n, err = b.InvalidateTagsAny(ctx, list)
-		case "INV_TAGS_ALL":
+		case verbInvTagsAll:
 			n, err = b.InvalidateTagsAll(ctx, list)
 		default:
 			n, err = b.InvalidateKeys(ctx, list)
@@ -459,11 +558,11 @@ func (ss *session) run(verb string, args [][]byte) error {
 		if err != nil {
 			return err
 		}
-		w.WriteString(verb)
+		w.WriteString(textVerbs[verb])
 		writeCount(w, "\t", n)
 		return nil
 
-	case "KEYS_BY_TAG", "KEYS":
+	case verbKeysByTag:
 		tag, ok := arg(0)
 		if !ok {
 			return errMissingTag
@@ -482,7 +581,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		w.WriteByte('\n')
 		return nil
 
-	case "STATS":
+	case verbStats:
 		st, err := b.Stats(ctx)
 		if err != nil {
 			return err
@@ -490,7 +589,7 @@ func (ss *session) run(verb string, args [][]byte) error {
 		fmt.Fprintf(w, "STATS\t%d\t%d\t%d\t%d\t%.6f\n", st.Hits, st.Misses, st.Puts, st.Invalidations, st.HitRatio())
 		return nil
 
-	case "FLUSH":
+	case verbFlush:
 		n, err := b.Flush(ctx)
 		if err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -49,6 +50,7 @@ type serverFlags struct {
 	logLevel        string
 	logJSON         bool
 	shutdownTimeout time.Duration
+	gomaxprocs      int
 }
 
 func newServerFlags(stderr io.Writer) *serverFlags {
@@ -77,6 +79,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	fs.DurationVar(&f.sweepInterval, "sweep-interval", cache.DefaultSweepInterval, "how often expired entries are reclaimed in the background")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&f.logJSON, "log-json", false, "write logs as JSON lines")
+	fs.IntVar(&f.gomaxprocs, "gomaxprocs", 0, "most CPUs running Go code at once (0: Go's default, the CPUs available or $GOMAXPROCS); see docs/performance.md")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before connections are closed")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: tagcache server [flags]")
@@ -217,6 +220,8 @@ func (f *serverFlags) validate() error {
 		return fmt.Errorf("--token-ttl must be positive, got %s", f.tokenTTL)
 	case f.idleTimeout < 0:
 		return fmt.Errorf("--idle-timeout must not be negative, got %s", f.idleTimeout)
+	case f.gomaxprocs < 0:
+		return fmt.Errorf("--gomaxprocs must not be negative, got %d", f.gomaxprocs)
 	}
 	return nil
 }
@@ -243,6 +248,9 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 		JSONFormat: f.logJSON,
 		Output:     stderr,
 	})
+	if f.gomaxprocs > 0 {
+		runtime.GOMAXPROCS(f.gomaxprocs)
+	}
 	n, err := node.New(f.nodeConfig(logger))
 	if err != nil {
 		logger.Error("cannot start", "error", err)
@@ -259,7 +267,7 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 		debug.SetMemoryLimit(soft)
 		logger.Debug("go soft memory limit set", "bytes", soft)
 	}
-	logger.Info("node ready", "version", version, "partitions", f.partitions, "max_memory", f.maxMemory.String())
+	logger.Info("node ready", "version", version, "partitions", f.partitions, "max_memory", f.maxMemory.String(), "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
