@@ -247,7 +247,7 @@ func (n *Node) ServeTCP(ln net.Listener) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.text.serve(ln)
+		n.text.acceptLoop(ln, n.text.serveConn)
 	}()
 }
 

@@ -55,7 +55,7 @@ func (n *Node) ServeRESP(ln net.Listener) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.resp.serve(ln) // Node.Shutdown drains the connections
+		n.resp.acceptLoop(ln, n.resp.serveConn) // Node.Shutdown drains the connections
 	}()
 }
 

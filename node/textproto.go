@@ -9,8 +9,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tagcache/tagcache/cache"
@@ -25,15 +23,10 @@ const textReadBuffer = 16 << 10
 
 // textServer serves the text protocol for a node.
 type textServer struct {
-	n       *Node
 	cmds    []*CommandMetrics // by verb index (textVerbs); textUnknown for unknown verbs
 	started time.Time         // the origin of clock
 
-	closing atomic.Bool
-	mu      sync.Mutex            // protects conns
-	conns   map[net.Conn]struct{} // open connections
-	active  sync.WaitGroup        // connection goroutines
-	count   atomic.Int64          // open connections
+	connServer // accept loop, connection limit and set, shutdown
 }
 
 // The verbs, as indexes of textVerbs and textServer.cmds.
@@ -94,7 +87,11 @@ func lookupTextVerb(verb []byte) int {
 }
 
 func newTextServer(n *Node) *textServer {
-	s := &textServer{n: n, cmds: make([]*CommandMetrics, textUnknown+1), started: time.Now(), conns: make(map[net.Conn]struct{})}
+	s := &textServer{
+		connServer: newConnServer(n, "text protocol", fmt.Appendf(nil, "ERR max connections (limit %d)\n", n.cfg.MaxConnections)),
+		cmds:       make([]*CommandMetrics, textUnknown+1),
+		started:    time.Now(),
+	}
 	for i, v := range textVerbs {
 		s.cmds[i] = n.metrics.Command("tcp", strings.ToLower(v))
 	}
@@ -105,93 +102,11 @@ func newTextServer(n *Node) *textServer {
 // clock returns the monotonic time since the server started; one cheap clock read.
 func (s *textServer) clock() time.Duration { return time.Since(s.started) }
 
-// serve accepts connections until ln is closed. An accept error that is not the
-// listener's closing is logged and retried with backoff: one bad accept never stops the
-// listener.
-func (s *textServer) serve(ln net.Listener) {
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.n.log.Warn("text protocol accept failed; retrying", "error", err, "backoff", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		if s.count.Load() >= int64(s.n.cfg.MaxConnections) {
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			fmt.Fprintf(c, "ERR max connections (limit %d)\n", s.n.cfg.MaxConnections)
-			c.Close()
-			continue
-		}
-		if !s.track(c) {
-			c.Close()
-			return
-		}
-		go s.handle(c)
-	}
-}
-
-func (s *textServer) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	s.count.Add(1)
-	s.active.Add(1)
-	return true
-}
-
-func (s *textServer) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.count.Add(-1)
-	s.active.Done()
-}
-
-// shutdown makes every connection finish the commands it has already received, flush
-// the replies and close; connections still open when ctx ends are closed.
-func (s *textServer) shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing.Store(true)
-	for c := range s.conns {
-		c.SetReadDeadline(time.Now()) // a blocked read returns; buffered commands still run
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.active.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		<-done
-		return fmt.Errorf("text protocol: connections still open at shutdown were closed: %w", ctx.Err())
-	}
-}
-
-func (s *textServer) handle(c net.Conn) {
-	defer s.untrack(c)
-	s.serveConn(c)
-}
-
 // serveConn runs one connection until EOF, an error, the idle timeout or shutdown. Like
 // the RESP server's, each round reads what the client sent, runs every complete line in
 // it and writes all the replies at once; the idle deadline is pushed back at most every
 // IdleTimeout/8 and covers writes too.
 func (s *textServer) serveConn(c net.Conn) {
-	defer c.Close()
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}

@@ -21,8 +21,7 @@ func benchmarkText(b *testing.B, line string) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	s.track(nil)
-	s.handle(&respBenchConn{batch: batch, rounds: b.N/16 + 1})
+	s.serveConn(&respBenchConn{batch: batch, rounds: b.N/16 + 1})
 }
 
 func BenchmarkTextGet(b *testing.B) { benchmarkText(b, "GET\tkey:000001") }

@@ -1,0 +1,116 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// connServer is what the text and RESP servers share: the accept loop, the connection
+// limit, the set of open connections and a graceful shutdown. Each server embeds one and
+// supplies what differs: its name, the refusal it writes at the limit, and the function
+// that serves one connection.
+type connServer struct {
+	n       *Node
+	name    string // "text protocol" or "resp", for logs and errors
+	refusal []byte // written to a connection refused at MaxConnections
+
+	closing  atomic.Bool
+	mu       sync.Mutex            // protects conns
+	conns    map[net.Conn]struct{} // open connections
+	active   sync.WaitGroup        // connection goroutines
+	count    atomic.Int64          // open connections
+	accepted atomic.Uint64         // connections accepted
+	rejected atomic.Uint64         // connections refused at the limit
+}
+
+func newConnServer(n *Node, name string, refusal []byte) connServer {
+	return connServer{n: n, name: name, refusal: refusal, conns: make(map[net.Conn]struct{})}
+}
+
+// acceptLoop accepts connections until ln is closed and runs serveConn on each in its own
+// goroutine. An accept error that is not the listener's closing is logged and retried
+// with backoff: one bad accept never stops the listener.
+func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.n.log.Warn(s.name+" accept failed; retrying", "error", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if s.count.Load() >= int64(s.n.cfg.MaxConnections) {
+			s.rejected.Add(1)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write(s.refusal)
+			c.Close()
+			continue
+		}
+		if !s.track(c) {
+			c.Close()
+			return
+		}
+		s.accepted.Add(1)
+		go func() {
+			defer s.untrack(c)
+			defer c.Close()
+			serveConn(c)
+		}()
+	}
+}
+
+func (s *connServer) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.count.Add(1)
+	s.active.Add(1)
+	return true
+}
+
+func (s *connServer) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.count.Add(-1)
+	s.active.Done()
+}
+
+// shutdown makes every connection run the requests it has already read, flush the
+// replies and close; connections still open when ctx ends are closed. It may be called
+// more than once, concurrently.
+func (s *connServer) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now()) // a blocked read returns; buffered requests still run
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return fmt.Errorf("%s: connections still open at shutdown were closed: %w", s.name, ctx.Err())
+	}
+}
