@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tagcache/tagcache/node"
 )
 
 func init() {
@@ -92,8 +94,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.tagPool, "tag-pool", 1000, "number of distinct tags")
 	fs.StringVar(&c.dist, "dist", "uniform", "key distribution: uniform or zipf")
 	fs.Float64Var(&c.zipfS, "zipf-s", 1.1, "zipf exponent (> 1)")
-	fs.StringVar(&c.username, "username", envOr("TAGCACHE_USERNAME", "admin"), "username for AUTH / HTTP")
-	fs.StringVar(&c.password, "password", envOr("TAGCACHE_PASSWORD", ""), "password; empty sends no credentials on text/resp")
+	fs.StringVar(&c.username, "username", envOr("TAGCACHE_USERNAME", node.DefaultUsername), "username for AUTH / HTTP")
+	fs.StringVar(&c.password, "password", "", "password for AUTH / HTTP (default: $TAGCACHE_PASSWORD, else the loopback default)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "deadline of one round trip")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed")
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
@@ -110,6 +112,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return 2
+	}
+	if c.password == "" {
+		c.password = envOr("TAGCACHE_PASSWORD", node.DefaultPassword)
 	}
 	var err error
 	if c.mix, err = parseMix(mix); err != nil {
