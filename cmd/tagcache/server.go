@@ -79,7 +79,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	fs.DurationVar(&f.sweepInterval, "sweep-interval", cache.DefaultSweepInterval, "how often expired entries are reclaimed in the background")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&f.logJSON, "log-json", false, "write logs as JSON lines")
-	fs.IntVar(&f.gomaxprocs, "gomaxprocs", 0, "most CPUs running Go code at once (0: Go's default, the CPUs available or $GOMAXPROCS); see docs/performance.md")
+	fs.IntVar(&f.gomaxprocs, "gomaxprocs", 0, "most CPUs running Go code at once (0: auto, 1 on a machine with 2 or fewer CPUs, else Go's default; $GOMAXPROCS wins over auto); see docs/performance.md")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before connections are closed")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: tagcache server [flags]")
@@ -248,8 +248,8 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 		JSONFormat: f.logJSON,
 		Output:     stderr,
 	})
-	if f.gomaxprocs > 0 {
-		runtime.GOMAXPROCS(f.gomaxprocs)
+	if procs := autoGOMAXPROCS(f.gomaxprocs, runtime.NumCPU(), os.Getenv("GOMAXPROCS")); procs > 0 {
+		runtime.GOMAXPROCS(procs)
 	}
 	n, err := node.New(f.nodeConfig(logger))
 	if err != nil {
@@ -345,4 +345,21 @@ func wantsHelp(args []string) bool {
 		}
 	}
 	return false
+}
+
+// autoGOMAXPROCS returns the GOMAXPROCS to set (0: leave Go's choice). An explicit flag
+// wins; then $GOMAXPROCS (Go has applied it already); then, on a machine with 2 or fewer
+// CPUs, 1: measured there, a second P adds a scheduler wake-up per batch of ready
+// connections that takes the core the clients and the kernel's network stack need, and
+// one P is faster with and without pipelining (docs/performance.md).
+func autoGOMAXPROCS(flagValue, cpus int, env string) int {
+	switch {
+	case flagValue > 0:
+		return flagValue
+	case env != "":
+		return 0
+	case cpus <= 2:
+		return 1
+	}
+	return 0
 }

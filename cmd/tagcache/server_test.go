@@ -159,3 +159,20 @@ func TestServerHelpListsEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestAutoGOMAXPROCSPrefersFlagThenEnvThenOneOnSmallMachines(t *testing.T) {
+	for _, c := range []struct {
+		flag, cpus int
+		env        string
+		want       int
+	}{
+		{3, 2, "", 3}, {3, 8, "4", 3}, // the flag wins
+		{0, 2, "2", 0},               // $GOMAXPROCS, already applied by Go
+		{0, 1, "", 1}, {0, 2, "", 1}, // small machines: one P
+		{0, 4, "", 0}, {0, 64, "", 0}, // larger: Go's default
+	} {
+		if got := autoGOMAXPROCS(c.flag, c.cpus, c.env); got != c.want {
+			t.Errorf("autoGOMAXPROCS(%d, %d, %q) = %d, want %d", c.flag, c.cpus, c.env, got, c.want)
+		}
+	}
+}
