@@ -964,26 +964,23 @@ func cmdMSet(ss *respSession, args [][]byte) {
 
 // cmdDel answers DEL and UNLINK key [key ...] with the number of keys removed.
 func cmdDel(ss *respSession, args [][]byte) {
-	n := int64(0)
-	for _, k := range args[1:] {
-		ok, err := ss.backend().Del(respCtx, string(k))
-		if err != nil {
-			ss.backendError(err)
-			return
-		}
-		if ok {
-			n++
-		}
-	}
-	ss.rw.int(n)
+	countKeys(ss, args[1:], func(k string) (bool, error) { return ss.backend().Del(respCtx, k) })
 }
 
 // cmdExists answers EXISTS key [key ...]: how many of the keys exist (a key named twice
 // counts twice).
 func cmdExists(ss *respSession, args [][]byte) {
+	countKeys(ss, args[1:], func(k string) (bool, error) {
+		_, ok, err := ss.backend().Get(respCtx, k)
+		return ok, err
+	})
+}
+
+// countKeys replies how many keys fn is true for, or the first backend error.
+func countKeys(ss *respSession, keys [][]byte, fn func(string) (bool, error)) {
 	n := int64(0)
-	for _, k := range args[1:] {
-		_, ok, err := ss.backend().Get(respCtx, string(k))
+	for _, k := range keys {
+		ok, err := fn(string(k))
 		if err != nil {
 			ss.backendError(err)
 			return
