@@ -51,6 +51,7 @@ type Store struct {
 	flushing   atomic.Int32  // FLUSHes between taking their stamp and storing it in flushedAt
 	reclaiming atomic.Int64  // tag invalidations whose reclaim is in progress
 	lruClock   atomic.Uint32 // ticks once per SweepInterval; entries record it on access
+	lastNowMs  atomic.Int64  // the latest time nowMs returned
 
 	items         atomic.Int64
 	bytes         atomic.Int64 // estimated bytes of entries (the tag index counts its own)
@@ -115,7 +116,20 @@ func (s *Store) locate(key string) (*shard, uint32) {
 	return s.shardFor(key), s.slotHash(key)
 }
 
-func (s *Store) nowMs() int64 { return s.cfg.Now().UnixMilli() }
+// nowMs returns the current unix ms, never less than a value it returned before: if the
+// wall clock steps back (an NTP correction), expired entries stay expired.
+func (s *Store) nowMs() int64 {
+	now := s.cfg.Now().UnixMilli()
+	for {
+		last := s.lastNowMs.Load()
+		if now <= last {
+			return last
+		}
+		if s.lastNowMs.CompareAndSwap(last, now) {
+			return now
+		}
+	}
+}
 
 // state of an entry at one instant.
 type state uint8

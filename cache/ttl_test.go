@@ -117,3 +117,22 @@ func TestTTLNeverOutlivesItsDurationWithARealClock(t *testing.T) {
 		time.Sleep(100 * time.Microsecond)
 	}
 }
+
+// Promises 3 and 5: a wall clock stepping back (an NTP correction) must not bring an
+// expired entry back.
+func TestExpiredEntryStaysExpiredWhenTheClockStepsBack(t *testing.T) {
+	clk := newFakeClock()
+	s := newTestStore(t, Config{Now: clk.Now})
+	mustPut(t, s, "k", "v", 50*time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
+	if _, ok := s.Get("k"); ok {
+		t.Fatal("served after its TTL")
+	}
+	mustPut(t, s, "k2", "v", 50*time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
+	mustPut(t, s, "other", "v", time.Minute) // the store reads the clock: it has seen this time
+	clk.Advance(-time.Second)
+	if v, ok := s.Get("k2"); ok {
+		t.Fatalf("expired entry served again after the clock stepped back: %q", v)
+	}
+}

@@ -104,6 +104,11 @@ func (s *connServer) shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		return nil
+	default:
+	}
+	select {
+	case <-done:
+		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {

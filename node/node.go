@@ -68,6 +68,7 @@ const (
 	DefaultTokenTTL       = time.Hour
 	DefaultMaxConnections = 10000
 	DefaultIdleTimeout    = 10 * time.Minute
+	httpRequestTimeout    = time.Minute // reading a request plus writing its reply
 )
 
 // DefaultConfig returns the configuration of `tagcache server` with no flags.
@@ -181,8 +182,12 @@ func New(cfg Config) (*Node, error) {
 	n.http = &http.Server{
 		Handler:           n.httpHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       cfg.IdleTimeout,
-		ErrorLog:          cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		// Bound a whole request and its reply, so a client that stops sending its body
+		// (or reading the reply) cannot hold a handler, or Shutdown, forever.
+		ReadTimeout:  httpRequestTimeout,
+		WriteTimeout: httpRequestTimeout,
+		IdleTimeout:  cfg.IdleTimeout,
+		ErrorLog:     cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	return n, nil
 }
@@ -303,12 +308,24 @@ func (n *Node) closeListeners() {
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.closing.Store(true)
 	n.closeListeners()
-	errHTTP := n.http.Shutdown(ctx)
-	if errors.Is(errHTTP, net.ErrClosed) { // closeListeners closed it first
-		errHTTP = nil
-	}
-	errText := n.text.shutdown(ctx)
-	errRESP := n.resp.shutdown(ctx)
+	// The three servers drain at once, each bounded by ctx; an HTTP connection still
+	// busy when ctx ends is closed like the others.
+	var errHTTP, errText, errRESP error
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		errHTTP = n.http.Shutdown(ctx)
+		if errors.Is(errHTTP, net.ErrClosed) { // closeListeners closed it first
+			errHTTP = nil
+		}
+		if errHTTP != nil {
+			n.http.Close()
+		}
+	}()
+	go func() { defer wg.Done(); errText = n.text.shutdown(ctx) }()
+	go func() { defer wg.Done(); errRESP = n.resp.shutdown(ctx) }()
+	wg.Wait()
 	n.wg.Wait()
 	n.store.Close()
 	return errors.Join(errHTTP, errText, errRESP)

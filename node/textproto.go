@@ -21,6 +21,9 @@ import (
 
 const textReadBuffer = 16 << 10
 
+// preAuthMaxLine bounds a line sent before a successful AUTH when AUTH is required.
+const preAuthMaxLine = 4096
+
 // textServer serves the text protocol for a node.
 type textServer struct {
 	cmds    []*CommandMetrics // by verb index (textVerbs); textUnknown for unknown verbs
@@ -145,10 +148,16 @@ func (s *textServer) serveConn(c net.Conn) {
 		if sess.timing {
 			sess.mark = s.clock() // the batch's arrival
 		}
+		// Before AUTH a connection may send only short lines: a client without
+		// credentials must not make the node hold a megabyte per connection.
+		limit := s.n.cfg.MaxLineBytes
+		if !sess.authed {
+			limit = min(limit, preAuthMaxLine)
+		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			if !tooLong {
 				// +1: a final '\r' may be half of a "\r\n" terminator.
-				if len(long)+len(line) > s.n.cfg.MaxLineBytes+1 {
+				if len(long)+len(line) > limit+1 {
 					tooLong, long = true, nil
 				} else {
 					long = append(long, line...)
@@ -162,8 +171,8 @@ func (s *textServer) serveConn(c net.Conn) {
 			w.Flush()
 			return
 		}
-		if tooLong || lineLen(long, line) > s.n.cfg.MaxLineBytes {
-			fmt.Fprintf(w, "ERR line too long (limit %d bytes)\n", s.n.cfg.MaxLineBytes)
+		if tooLong || lineLen(long, line) > limit {
+			fmt.Fprintf(w, "ERR line too long (limit %d bytes)\n", limit)
 			tooLong, long = false, long[:0]
 			continue
 		}

@@ -1357,3 +1357,14 @@ func TestTextInvListsTakeDashLiterally(t *testing.T) {
 	c.expect("INV_KEYS\t-", "INV_KEYS\t1")
 	c.expect("GET\t-", "NF")
 }
+
+// Before AUTH a client may send only short lines, so clients without credentials cannot
+// make the node hold a megabyte per connection.
+func TestTextLinesBeforeAuthAreLimitedToFourKiB(t *testing.T) {
+	t.Parallel()
+	_, addr := startTextNode(t, node.Config{TCPAuth: "on", Username: "u", Password: "p"})
+	c := dialText(t, addr)
+	c.expect("PUT\tk\t-\t-\t"+strings.Repeat("v", 8<<10), "ERR line too long (limit 4096 bytes)")
+	c.expect("AUTH\tu\tp", "OK")
+	c.expect("PUT\tk\t-\t-\t"+strings.Repeat("v", 8<<10), "OK")
+}
