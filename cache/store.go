@@ -365,26 +365,11 @@ func (s *Store) Put(key string, value []byte, ttl time.Duration, tags []string) 
 	return nil
 }
 
-// Add stores value only if key holds no live entry, and reports whether it did.
+// Add stores value only if key holds no live entry, and reports whether it did (Set in
+// SetIfAbsent mode).
 func (s *Store) Add(key string, value []byte, ttl time.Duration, tags []string) (bool, error) {
-	var buf tagBuf
-	tags, err := s.validate(key, len(value), tags, &buf)
-	if err != nil {
-		return false, err
-	}
-	sh, h := s.locate(key)
-	sh.mu.Lock()
-	old := sh.t.get(key, h)
-	if old != nil && s.stateOf(old) == live {
-		sh.mu.Unlock()
-		return false, nil
-	}
-	s.countExpired(old)
-	s.publishLocked(sh, old, newEntry(key, value, h, s.expireAt(ttl), len(tags)), tags)
-	sh.puts.Add(1)
-	sh.mu.Unlock()
-	s.evictIfNeeded()
-	return true, nil
+	res, err := s.Set(key, value, SetOptions{TTL: ttl, Tags: tags, Mode: SetIfAbsent})
+	return res.Stored, err
 }
 
 // countExpired counts the removal of an expired entry a write is about to replace.
