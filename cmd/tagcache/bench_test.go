@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -14,19 +13,7 @@ import (
 func startBenchNode(t *testing.T) *node.Node {
 	t.Helper()
 	t.Setenv("TAGCACHE_PASSWORD", "")
-	n, err := node.New(node.Config{Bind: "127.0.0.1", TCPPort: 0, HTTPPort: 0, RESPPort: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
-	return n
+	return startInProcessNode(t, node.Config{Bind: "127.0.0.1", TCPPort: 0, HTTPPort: 0, RESPPort: 0})
 }
 
 func TestBenchRunsEveryProtocolWithoutErrorsAndCountsEveryRequest(t *testing.T) {

@@ -43,7 +43,15 @@ func startNode(t *testing.T) *testNode {
 	for _, env := range []string{"TAGCACHE_USERNAME", "TAGCACHE_PASSWORD", "TAGCACHE_TOKEN"} {
 		t.Setenv(env, "")
 	}
-	n, err := node.New(node.Config{Bind: "127.0.0.1", TCPPort: -1, HTTPPort: 0})
+	n := startInProcessNode(t, node.Config{Bind: "127.0.0.1", TCPPort: -1, HTTPPort: 0, RESPPort: -1})
+	port := n.Addr("http").(*net.TCPAddr).Port
+	return &testNode{t, []string{"--host", "127.0.0.1", "--port", strconv.Itoa(port)}}
+}
+
+// startInProcessNode starts a node from cfg and shuts it down when the test ends.
+func startInProcessNode(t *testing.T, cfg node.Config) *node.Node {
+	t.Helper()
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +63,7 @@ func startNode(t *testing.T) *testNode {
 		defer cancel()
 		n.Shutdown(ctx)
 	})
-	port := n.Addrs()[0].(*net.TCPAddr).Port
-	return &testNode{t, []string{"--host", "127.0.0.1", "--port", strconv.Itoa(port)}}
+	return n
 }
 
 // run runs a client command against the node, the connection flags last.
