@@ -164,8 +164,14 @@ func (e *RemoteError) Error() string { return fmt.Sprintf("peer %s: %s", e.Peer,
 // Encode returns v in msgpack, the encoding of message bodies.
 func Encode(v any) ([]byte, error) { return msgpack.Marshal(v) }
 
-// Decode reads the msgpack body b into v.
-func Decode(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
+// Decode reads the msgpack body b into v. A body whose headers declare more data than it
+// holds is refused before decoding (see checkBounds).
+func Decode(b []byte, v any) error {
+	if err := checkBounds(b); err != nil {
+		return err
+	}
+	return msgpack.Unmarshal(b, v)
+}
 
 // CallTyped encodes req, calls kind at addr and decodes the reply.
 func CallTyped[Req, Resp any](ctx context.Context, c *Client, addr string, kind uint16, req Req) (Resp, error) {
@@ -186,7 +192,12 @@ func CallTyped[Req, Resp any](ctx context.Context, c *Client, addr string, kind 
 
 // HandleTyped registers fn for kind on s, decoding requests and encoding replies.
 func HandleTyped[Req, Resp any](s *Server, kind uint16, fn func(ctx context.Context, peer string, req Req) (Resp, error)) {
-	s.Handle(kind, func(ctx context.Context, peer string, _ uint16, body []byte) ([]byte, error) {
+	s.Handle(kind, Typed(fn))
+}
+
+// Typed turns fn into a Handler that decodes requests and encodes replies.
+func Typed[Req, Resp any](fn func(ctx context.Context, peer string, req Req) (Resp, error)) Handler {
+	return func(ctx context.Context, peer string, kind uint16, body []byte) ([]byte, error) {
 		var req Req
 		if err := Decode(body, &req); err != nil {
 			return nil, fmt.Errorf("decode kind %d request: %w", kind, err)
@@ -196,5 +207,5 @@ func HandleTyped[Req, Resp any](s *Server, kind uint16, fn func(ctx context.Cont
 			return nil, err
 		}
 		return Encode(resp)
-	})
+	}
 }
