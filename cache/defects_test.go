@@ -141,6 +141,7 @@ func TestInvalidateTagLeavesNoStaleKeysUnderOtherTags(t *testing.T) {
 		t.Fatalf("InvalidateTag(a) = %d", n)
 	}
 	wantKeys(t, s, "b")
+	s.WaitReclaim() // Stats().Tags counts b until the reclaim has removed k
 	if st := s.Stats(); st.Tags != 0 {
 		t.Fatalf("tags left after invalidating the only entry: %v", s.Tags())
 	}

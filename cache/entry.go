@@ -16,11 +16,17 @@ import (
 // rather than strings. data, vlen, klen and hash are set before the entry is indexed
 // under any tag and never change: a tag's key set reads an entry's key with only the tag
 // shard's lock held.
+//
+// stamp is stored once, atomically, when the entry is installed in its shard's table
+// (installLocked), after every other field has its final value; 0 means "not installed":
+// the writer that indexed it still holds its shard's lock, or abandoned it. An
+// invalidation counting the entries of a key set it took, without key-shard locks, reads
+// the stamp first, and only then the other fields (docs/store.md, "Invalidation").
 type entry struct {
-	data     *byte      // the key's bytes followed by the value's
-	tags     **tagState // ntags states of the entry's tags, sorted by name (tagList)
-	stamp    uint64     // Clock stamp of the write that produced this entry
-	expireAt int64      // unix ms after which the entry is gone; 0 = no TTL
+	data     *byte         // the key's bytes followed by the value's
+	tags     **tagState    // ntags states of the entry's tags, sorted by name (tagList)
+	stamp    atomic.Uint64 // Clock stamp of the write that produced this entry; 0 until installed
+	expireAt int64         // unix ms after which the entry is gone; 0 = no TTL
 	vlen     uint32
 	access   atomic.Uint32
 	klen     uint16
@@ -74,7 +80,7 @@ func (e *entry) value() []byte {
 }
 
 // created returns the unix ms of the write that produced the entry.
-func (e *entry) created() int64 { return int64(e.stamp >> logicalBits) }
+func (e *entry) created() int64 { return int64(e.stamp.Load() >> logicalBits) }
 
 // tagList returns the states of the entry's tags, sorted by name. It shares the entry's
 // memory: do not modify it.

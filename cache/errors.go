@@ -15,6 +15,9 @@ var (
 	ErrEmptyKey = errors.New("missing_key")
 	// ErrLimit wraps every *LimitError, so callers can test errors.Is(err, ErrLimit).
 	ErrLimit = errors.New("limit exceeded")
+	// ErrNoStamp: Import was given an entry without a stamp (0); every stamp a Clock
+	// hands out is above 0.
+	ErrNoStamp = errors.New("entry has no stamp")
 )
 
 // LimitError reports input over one of the store's configured limits. Its text names

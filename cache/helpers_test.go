@@ -95,7 +95,7 @@ func entryOf(s *Store, key string) *entry {
 }
 
 // checkConsistent checks the store's internal invariants. The store must be quiescent
-// (no operation in flight). It checks that:
+// (no operation in flight); it waits for background reclaims first. It checks that:
 //   - every partition's table is well formed (checkTable);
 //   - every entry lives in its key's partition, has sorted unique tags whose handles are
 //     the index's states, and is indexed under each of them;
@@ -112,6 +112,7 @@ func checkConsistent(t testing.TB, s *Store) {
 			errs = append(errs, fmt.Sprintf(format, args...))
 		}
 	}
+	s.WaitReclaim()
 	if n := s.reclaiming.Load(); n != 0 {
 		fail("reclaiming = %d with no invalidation in flight", n)
 	}

@@ -57,3 +57,9 @@ func (c *Clock) Last() uint64 { return c.last.Load() }
 func StampTime(stamp uint64) time.Time {
 	return time.UnixMilli(int64(stamp >> logicalBits))
 }
+
+// StampOf returns the smallest stamp a clock reading t hands out (the inverse of
+// StampTime).
+func StampOf(t time.Time) uint64 {
+	return uint64(t.UnixMilli()) << logicalBits
+}

@@ -16,7 +16,7 @@ import (
 func stampNow(s *Store, key string) {
 	sh, h := s.locate(key)
 	sh.mu.Lock()
-	sh.t.get(key, h).stamp = s.clock.Next()
+	sh.t.get(key, h).stamp.Store(s.clock.Next())
 	sh.mu.Unlock()
 }
 

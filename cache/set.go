@@ -50,7 +50,8 @@ func (s *Store) Set(key string, value []byte, opts SetOptions) (SetResult, error
 		return res, nil
 	}
 	e := newEntry(key, value, h, s.expireAt(opts.TTL), len(tags))
-	if !s.stampDerivedLocked(old, e, tags) && res.HadOld {
+	stamp, oldLive := s.stampDerivedLocked(old, e, tags)
+	if !oldLive && res.HadOld {
 		// An invalidation or FLUSH stamped before this write removed old after we read
 		// it: as of this write, the key is absent.
 		res = SetResult{}
@@ -69,7 +70,7 @@ func (s *Store) Set(key string, value []byte, opts SetOptions) (SetResult, error
 			e.expireAt = old.expireAt
 		}
 	}
-	s.installLocked(sh, old, e)
+	s.installLocked(sh, old, e, stamp)
 	sh.puts.Add(1)
 	sh.mu.Unlock()
 	res.Stored = true
@@ -90,10 +91,11 @@ func (s *Store) SetTTL(key string, ttl time.Duration) bool {
 	}
 	e := newEntry(key, old.value(), h, s.expireAt(ttl), int(old.ntags))
 	e.copyTags(old)
-	if !s.stampDerivedLocked(old, e, nil) {
+	stamp, oldLive := s.stampDerivedLocked(old, e, nil)
+	if !oldLive {
 		s.unindexNew(old, e)
 		return false // removed by an invalidation or FLUSH stamped before this write
 	}
-	s.installLocked(sh, old, e)
+	s.installLocked(sh, old, e, stamp)
 	return true
 }

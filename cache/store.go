@@ -8,7 +8,6 @@ package cache
 import (
 	"hash/maphash"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -38,8 +37,10 @@ type shard struct {
 // Store is the local store. All methods are safe for concurrent use.
 //
 // Lock order: a key shard's lock may be held while taking a tag shard's lock, never the
-// reverse, and no method holds two key shard locks at once. Only an invalidation holds
-// several tag shard locks at once (in shard order, holding no key shard lock).
+// reverse, and no method but Flush holds two key shard locks at once. An invalidation
+// holds several tag shard locks at once (in shard order, holding no key shard lock);
+// Flush takes every key shard's lock in shard order, then every tag shard's lock in
+// shard order.
 type Store struct {
 	cfg    Config
 	clock  *Clock
@@ -48,8 +49,8 @@ type Store struct {
 	seed   maphash.Seed // for slotHash
 
 	flushedAt  atomic.Uint64 // entries stamped before this are dead (FLUSH)
-	flushing   atomic.Int32  // FLUSHes between taking their stamp and storing it in flushedAt
 	reclaiming atomic.Int64  // tag invalidations whose reclaim is in progress
+	reclaims   reclaimQueue  // invalidations waiting for the background reclaimer
 	lruClock   atomic.Uint32 // ticks once per SweepInterval; entries record it on access
 	lastNowMs  atomic.Int64  // the latest time nowMs returned
 
@@ -58,6 +59,7 @@ type Store struct {
 	invalidations atomic.Uint64
 	evictions     atomic.Uint64
 	expirations   atomic.Uint64
+	imports       atomic.Uint64
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -79,15 +81,22 @@ func New(cfg Config) (*Store, error) {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	s.reclaims.idle.L = &s.reclaims.mu
 	go s.sweepLoop()
 	return s, nil
 }
 
-// Close stops the background sweeper. The store stays usable; nothing expires in the
-// background any more (expired entries are still never served).
+// Close stops the background sweeper and waits for the background reclaim of every
+// invalidation issued before it. The store stays usable: nothing expires in the
+// background any more (expired entries are still never served), and invalidations issued
+// after Close reclaim before they return.
 func (s *Store) Close() {
 	s.stopOnce.Do(func() { close(s.stop) })
 	<-s.done
+	s.reclaims.mu.Lock()
+	s.reclaims.closed = true
+	s.reclaims.mu.Unlock()
+	s.WaitReclaim()
 }
 
 // Config returns the store's effective configuration.
@@ -146,14 +155,17 @@ func (s *Store) stateOf(e *entry) state {
 	if e.expireAt != 0 && s.nowMs() >= e.expireAt {
 		return expired
 	}
-	if e.stamp < s.flushedAt.Load() {
+	stamp := e.stamp.Load()
+	if stamp < s.flushedAt.Load() {
 		return dead
 	}
 	// An entry can be dead by a tag only while that invalidation is being reclaimed:
-	// reclaim removes every such entry before the counter drops (docs/store.md).
+	// reclaim removes every such entry before the counter drops (docs/store.md). An
+	// entry in a table is indexed under each of its tags, so its handles are the states
+	// the index holds for them, and their stamps can be read without the tag's lock.
 	if e.ntags > 0 && s.reclaiming.Load() > 0 {
 		for _, ts := range e.tagList() {
-			if e.stamp < s.tags.invalidatedAt(ts.name) {
+			if stamp < ts.invalidatedAt.Load() {
 				return dead
 			}
 		}
@@ -222,12 +234,12 @@ func (s *Store) expireAt(ttl time.Duration) int64 {
 }
 
 // publishLocked replaces key's entry old (nil if none) by e, carrying tags: it indexes
-// e's tags and only then stamps e, so that an invalidation whose snapshot of a tag's keys
-// missed key is ordered before e (docs/store.md), then installs e. The caller holds sh.mu.
+// e's tags and only then takes e's stamp, so that an invalidation whose snapshot of a
+// tag's keys missed key is ordered before e (docs/store.md), then installs e. The caller
+// holds sh.mu.
 func (s *Store) publishLocked(sh *shard, old, e *entry, tags []string) {
 	s.indexTags(e, tags)
-	e.stamp = s.clock.Next()
-	s.installLocked(sh, old, e)
+	s.installLocked(sh, old, e, s.clock.Next())
 }
 
 // indexTags indexes e under tags (sorted, unique), pointing e's tag handles at the tags'
@@ -252,44 +264,43 @@ func (s *Store) indexTags(e *entry, tags []string) {
 	}
 }
 
-// stampDerivedLocked indexes e under tags (see indexTags) and stamps e for a write
-// computed from key's entry old (a read-modify-write: INCR, Set, SetTTL), and reports
-// whether old is live as of e's stamp: killed by every invalidation and FLUSH stamped
-// before it, by none stamped after. Judging old before taking the stamp would let an
-// invalidation stamped in between spare e although e was computed from the value it
-// killed. The caller holds sh.mu, and then installs e (installLocked) or abandons it
-// (unindexNew).
-func (s *Store) stampDerivedLocked(old, e *entry, tags []string) bool {
+// stampDerivedLocked indexes e under tags (see indexTags) and takes a stamp for e, a
+// write computed from key's entry old (a read-modify-write: INCR, Set, SetTTL). It
+// returns the stamp, and whether old is live as of it: killed by every invalidation and
+// FLUSH stamped before it, by none stamped after. Judging old before taking the stamp
+// would let an invalidation stamped in between spare e although e was computed from the
+// value it killed. The caller holds sh.mu, and then installs e with the stamp
+// (installLocked) or abandons it (unindexNew).
+func (s *Store) stampDerivedLocked(old, e *entry, tags []string) (uint64, bool) {
 	s.indexTags(e, tags)
 	if old == nil {
-		e.stamp = s.clock.Next()
-		return false
+		return s.clock.Next(), false
 	}
+	oldStamp := old.stamp.Load()
 retry:
 	for {
-		e.stamp = s.clock.Next()
-		for s.flushing.Load() != 0 { // a FLUSH stores its stamp right after taking it
-			runtime.Gosched()
-		}
+		stamp := s.clock.Next()
+		// A FLUSH takes its stamp and stores it while holding every key shard's lock, ours
+		// included, so flushedAt cannot change under us.
 		flushedAt := s.flushedAt.Load()
-		if flushedAt > e.stamp {
+		if flushedAt > stamp {
 			continue // a later FLUSH is already visible: judge as of a later stamp
 		}
-		live := old.stamp >= flushedAt && (old.expireAt == 0 || s.nowMs() < old.expireAt)
+		live := oldStamp >= flushedAt && (old.expireAt == 0 || s.nowMs() < old.expireAt)
 		// An invalidation takes its stamp and stores it under its tags' shard locks, so
-		// invalidatedAt shows every invalidation stamped before e. The key stays indexed
-		// under old's tags until installLocked, so their states, and those stamps, are
-		// still there.
+		// invalidatedAt, read under the same lock, shows every invalidation stamped
+		// before ours. The key stays indexed under old's tags until installLocked, so
+		// their states, and those stamps, are still there.
 		for _, ts := range old.tagList() {
 			at := s.tags.invalidatedAt(ts.name)
-			if at > e.stamp {
+			if at > stamp {
 				continue retry // a later invalidation is already visible
 			}
-			if old.stamp < at {
+			if oldStamp < at {
 				live = false
 			}
 		}
-		return live
+		return stamp, live
 	}
 }
 
@@ -306,11 +317,14 @@ func (s *Store) unindexNew(old, e *entry) {
 	}
 }
 
-// installLocked puts e, indexed and stamped, in place of old (nil if none). old is
-// unindexed from the tags e does not carry only now, after e's stamp, so that old's tag
-// states, and the invalidation stamps they hold, stay in place until then (under the tags
-// e carries too, e has taken old's place). The caller holds sh.mu.
-func (s *Store) installLocked(sh *shard, old, e *entry) {
+// installLocked stores stamp in e, indexed, and puts e in place of old (nil if none).
+// old is unindexed from the tags e does not carry only now, after e's stamp was taken, so
+// that old's tag states, and the invalidation stamps they hold, stay in place until then
+// (under the tags e carries too, e has taken old's place). Storing the stamp, after every
+// other field of e is final, marks e installed for readers of tag key sets that hold no
+// key-shard lock (entry, invalidation.count). The caller holds sh.mu.
+func (s *Store) installLocked(sh *shard, old, e *entry, stamp uint64) {
+	e.stamp.Store(stamp)
 	if old != nil {
 		for _, ts := range old.tagList() {
 			if !e.hasTag(ts.name) {
@@ -336,6 +350,13 @@ func (s *Store) installLocked(sh *shard, old, e *entry) {
 // index. The caller holds sh.mu and has checked that e is the key's entry.
 func (s *Store) removeLocked(sh *shard, e *entry) {
 	sh.t.delete(e.key(), e.hash)
+	s.forgetLocked(sh, e)
+}
+
+// forgetLocked does what removeLocked does but for deleting e from the shard's table:
+// it unindexes e and uncounts it. The caller holds sh.mu and has taken e out of the
+// table.
+func (s *Store) forgetLocked(sh *shard, e *entry) {
 	for _, ts := range e.tagList() {
 		s.tags.remove(ts.name, e)
 	}
@@ -419,8 +440,8 @@ func (s *Store) Incr(key string, delta int64, ttl time.Duration, tags []string) 
 		if tags == nil {
 			e.copyTags(old)
 		}
-		if s.stampDerivedLocked(old, e, tags) {
-			s.installLocked(sh, old, e)
+		if stamp, ok := s.stampDerivedLocked(old, e, tags); ok {
+			s.installLocked(sh, old, e, stamp)
 			sh.puts.Add(1)
 			return n, nil
 		}
@@ -519,7 +540,7 @@ func (e Entry) TTLMillis(nowMs int64) int64 {
 }
 
 func view(e *entry) Entry {
-	return Entry{Key: e.key(), Value: e.value(), Tags: e.tagNames(), Stamp: e.stamp, ExpireAt: e.expireAt,
+	return Entry{Key: e.key(), Value: e.value(), Tags: e.tagNames(), Stamp: e.stamp.Load(), ExpireAt: e.expireAt,
 		Created: e.created()}
 }
 
@@ -562,144 +583,8 @@ func (s *Store) InvalidateKeys(keys []string) int {
 	return n
 }
 
-// InvalidateTag removes every entry carrying tag; see InvalidateTagsAny.
-func (s *Store) InvalidateTag(tag string) int { return s.InvalidateTagsAny([]string{tag}) }
-
-// InvalidateTagsAny removes every entry carrying any of tags and returns how many live
-// entries it removed. Every such entry written before the call becomes invisible at one
-// instant (one stamp for all tags); the call then reclaims their memory and returns.
-// Entries written concurrently may or may not survive, as if ordered before or after.
-func (s *Store) InvalidateTagsAny(tags []string) int {
-	tags, _ = s.normalizeTagsUnbounded(tags)
-	if len(tags) == 0 {
-		return 0
-	}
-	return s.beginInvalidation(tags).finish()
-}
-
-// invalidation is an InvalidateTagsAny between its two steps: stamped, with each tag's
-// key set taken, and not yet reclaimed.
-type invalidation struct {
-	s     *Store
-	stamp uint64
-	snaps []tagSnapshot
-}
-
-type tagSnapshot struct {
-	ts   *tagState
-	keys entryTable // read-only once taken
-}
-
-// beginInvalidation takes the invalidation's stamp and each tag's key set: from here on
-// every entry carrying one of tags and stamped before it is dead. The caller must call
-// finish.
-func (s *Store) beginInvalidation(tags []string) *invalidation {
-	// Raise the counter before stamping, so a reader that sees it at zero knows no
-	// entry is dead by a tag (stateOf).
-	s.reclaiming.Add(1)
-	stamp, snaps := s.tags.invalidate(tags, s.clock.Next)
-	return &invalidation{s: s, stamp: stamp, snaps: snaps}
-}
-
-// finish reclaims the keys the invalidation took and returns how many live entries it
-// removed.
-func (inv *invalidation) finish() int {
-	s := inv.s
-	defer s.reclaiming.Add(-1)
-	n := 0
-	for _, sn := range inv.snaps {
-		for _, e := range sn.keys.slots {
-			if e != nil && s.reclaim(e.key(), sn.ts.name, inv.stamp) {
-				n++
-			}
-		}
-		s.tags.reclaimed(sn.ts, inv.stamp)
-	}
-	s.invalidations.Add(uint64(n))
-	return n
-}
-
-// normalizeTagsUnbounded sorts and dedupes tags named by an invalidation (no limits: a
-// tag longer than the limit simply has no entries).
-func (s *Store) normalizeTagsUnbounded(tags []string) ([]string, error) {
-	out := make([]string, 0, len(tags))
-	for _, t := range tags {
-		if t != "" {
-			out = append(out, t)
-		}
-	}
-	sort.Strings(out)
-	return slices.Compact(out), nil
-}
-
-// reclaim processes one key of an invalidation of tag stamped at stamp: an entry carrying
-// the tag written before the stamp is removed; one written after it (concurrently with
-// the invalidation) survives and is indexed under the tag again, since the invalidation
-// took the tag's key set. It reports whether it removed a live entry.
-func (s *Store) reclaim(key, tag string, stamp uint64) bool {
-	sh, h := s.locate(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.t.get(key, h)
-	if e == nil || !e.hasTag(tag) {
-		return false
-	}
-	// Written after the stamp: it survives, unless a later invalidation of the tag has
-	// killed it meanwhile (that one found the tag's keys taken by us and left it to us).
-	if e.stamp > stamp && s.tags.readd(tag, e) {
-		return false
-	}
-	wasExpired := e.expireAt != 0 && s.nowMs() >= e.expireAt
-	s.removeLocked(sh, e)
-	if wasExpired {
-		s.expirations.Add(1)
-	}
-	return !wasExpired
-}
-
-// InvalidateTagsAll removes every live entry carrying all of tags and returns how many.
-func (s *Store) InvalidateTagsAll(tags []string) int {
-	tags, _ = s.normalizeTagsUnbounded(tags)
-	if len(tags) == 0 {
-		return 0
-	}
-	// Walk the smallest tag's keys: every entry carrying all tags is among them.
-	smallest := tags[0]
-	for _, t := range tags[1:] {
-		if s.tags.size(t) < s.tags.size(smallest) {
-			smallest = t
-		}
-	}
-	n := 0
-	for _, k := range s.tags.keys(smallest) {
-		sh, h := s.locate(k)
-		sh.mu.Lock()
-		if e := sh.t.get(k, h); e != nil && hasAll(e, tags) {
-			st := s.stateOf(e)
-			s.removeLocked(sh, e)
-			if st == live {
-				n++
-			} else if st == expired {
-				s.expirations.Add(1)
-			}
-		}
-		sh.mu.Unlock()
-	}
-	s.invalidations.Add(uint64(n))
-	return n
-}
-
-func hasAll(e *entry, tags []string) bool {
-	for _, t := range tags {
-		if !e.hasTag(t) {
-			return false
-		}
-	}
-	return true
-}
-
 // KeysByTag returns the live keys carrying tag, sorted, at most limit of them (limit <= 0:
-// all).
+// all). It is exact at all times, including while invalidations are being reclaimed.
 func (s *Store) KeysByTag(tag string, limit int) []string {
 	keys := s.tags.keys(tag)
 	sort.Strings(keys)
@@ -720,7 +605,10 @@ func (s *Store) KeysByTag(tag string, limit int) []string {
 	return out
 }
 
-// Tags returns every tag that has keys, with its key count, largest first.
+// Tags returns every tag that has keys, with its key count, largest first. The counts are
+// of keys indexed under the tag: they include entries that are no longer live but not
+// yet removed — expired ones until swept, and ones killed by an invalidation of another
+// of their tags until its background reclaim has removed them (WaitReclaim).
 func (s *Store) Tags() []TagCount {
 	out := s.tags.counts()
 	sort.Slice(out, func(i, j int) bool {
@@ -730,54 +618,6 @@ func (s *Store) Tags() []TagCount {
 		return out[i].Tag < out[j].Tag
 	})
 	return out
-}
-
-// Flush removes every entry and returns how many were live. Every entry written before
-// the call becomes invisible at one instant; the call then reclaims them shard by shard.
-func (s *Store) Flush() int {
-	// flushing tells read-modify-writes (stampDerivedLocked) that a stamp may be taken
-	// and not yet stored.
-	s.flushing.Add(1)
-	stamp := s.clock.Next()
-	// Raise flushedAt, never lower it: a concurrent FLUSH with a later stamp may have
-	// stored its own already.
-	for old := s.flushedAt.Load(); old < stamp && !s.flushedAt.CompareAndSwap(old, stamp); {
-		old = s.flushedAt.Load()
-	}
-	s.flushing.Add(-1)
-	n := 0
-	for p := range s.shards {
-		n += s.dropPartition(p, stamp)
-	}
-	s.invalidations.Add(uint64(n))
-	return n
-}
-
-// DropPartition removes every entry of partition p (for example when the node no longer
-// owns it) and returns how many were live.
-func (s *Store) DropPartition(p int) int {
-	return s.dropPartition(p, ^uint64(0))
-}
-
-// dropPartition removes the entries of partition p stamped before stamp.
-func (s *Store) dropPartition(p int, stamp uint64) int {
-	sh := &s.shards[p]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	now := s.nowMs()
-	n := 0
-	for _, e := range sh.t.appendTo(nil) { // removing shifts and shrinks the table
-		if e.stamp > stamp {
-			continue
-		}
-		if e.expireAt == 0 || now < e.expireAt {
-			n++
-		} else {
-			s.expirations.Add(1)
-		}
-		s.removeLocked(sh, e)
-	}
-	return n
 }
 
 // PartitionLen returns how many entries (live or not yet reclaimed) partition p holds.
@@ -814,12 +654,18 @@ type Stats struct {
 	Hits          uint64 // GETs that found a live entry
 	Misses        uint64 // GETs that did not
 	Puts          uint64 // entries written (PUT, ADD that added, INCR, DECR)
+	Imports       uint64 // entries installed by Import (handed over by another node)
 	Invalidations uint64 // live entries removed by INV_*, DEL-by-list and FLUSH
 	Evictions     uint64 // entries removed to stay under MaxMemory
 	Expirations   uint64 // expired entries removed
-	Items         int64  // entries held (including expired ones not yet swept)
-	Bytes         int64  // estimated bytes held, entries plus tag index
-	Tags          int64  // distinct tags held
+	// Items, Bytes and Tags count what the store holds, including expired entries not
+	// yet swept and entries killed by INV_TAG/INV_TAGS_ANY whose reclaim is still
+	// running in the background (and the tags only those entries carry): they lag those
+	// invalidations until WaitReclaim would return. FLUSH and the other removals update
+	// them before returning.
+	Items int64 // entries held
+	Bytes int64 // estimated bytes held, entries plus tag index
+	Tags  int64 // distinct tags held
 }
 
 // HitRatio is Hits / (Hits + Misses), 0 when there were no reads.
@@ -836,6 +682,7 @@ func (s *Store) Stats() Stats {
 		Invalidations: s.invalidations.Load(),
 		Evictions:     s.evictions.Load(),
 		Expirations:   s.expirations.Load(),
+		Imports:       s.imports.Load(),
 		Items:         s.items.Load(),
 		Bytes:         s.memory(),
 		Tags:          s.tags.tags.Load(),
@@ -895,11 +742,12 @@ func (s *Store) evictOne() bool {
 		st := s.stateOf(ve)
 		s.removeLocked(sh, ve)
 		sh.mu.Unlock()
-		if st == expired {
+		switch st {
+		case expired:
 			s.expirations.Add(1)
-		} else {
+		case live:
 			s.evictions.Add(1)
-		}
+		} // dead: the invalidation that killed it counted it; this only reclaims it
 		return true
 	}
 	return false

@@ -133,6 +133,20 @@ func mixedOp(t *testing.T, s *Store, rng *rand.Rand, w, i int) {
 		} else {
 			s.DropPartition(rng.IntN(s.Partitions()))
 		}
+	case op < 95:
+		// An entry handed over by a peer whose clock may lag or lead ours, possibly
+		// expired or about to expire.
+		stamp := s.Clock().Next()
+		if rng.IntN(2) == 0 {
+			stamp -= uint64(rng.IntN(20)) << logicalBits
+		}
+		var expireAt int64
+		if rng.IntN(4) == 0 {
+			expireAt = time.Now().UnixMilli() + int64(rng.IntN(5)) - 1
+		}
+		if _, err := s.Import(Entry{Key: key, Value: []byte("i"), Tags: randTags(rng), Stamp: stamp, ExpireAt: expireAt}); err != nil {
+			t.Error(err)
+		}
 	default:
 		// Promise 2 under all of the above: a write of this worker's own key, then an
 		// invalidation of its tag issued after the write returned, leaves nothing.

@@ -208,3 +208,37 @@ func (t *entryTable) appendTo(dst []*entry) []*entry {
 // tableSlotAvgBytes is what a slot costs per entry held: a pointer and a control byte, at
 // the average load of 60%.
 const tableSlotAvgBytes = 15
+
+// scattered yields 0..n-1, each once, jumping about 5/8 of n between consecutive
+// indices. Every table places a key by the same hash (entry.hash), so deleting the
+// entries of one table from the others (a partition's from tag key sets, a tag's from
+// partitions) in the order of its slots would delete them in the order of their homes
+// there too, and each deletion's backward shift would walk the rest of its probe run
+// again: quadratic in the run's length, an entry dereference per step. Walks that delete
+// go in this order instead.
+func scattered(n int) func(yield func(int) bool) {
+	return func(yield func(int) bool) {
+		if n <= 0 {
+			return
+		}
+		step := max(1, n*5/8)
+		for gcd(step, n) != 1 {
+			step++
+		}
+		for k, i := 0, 0; k < n; k++ {
+			if !yield(i) {
+				return
+			}
+			if i += step; i >= n {
+				i -= n
+			}
+		}
+	}
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}

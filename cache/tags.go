@@ -18,8 +18,12 @@ type tagState struct {
 	// keys holds, for each key whose current entry carries the tag, that entry (a write
 	// replaces the entry it supersedes here, so the set never keeps an old value alive).
 	// Only an entry's key and hash are read here: they never change once indexed.
-	keys          entryTable
-	invalidatedAt uint64 // stamp of the latest invalidation, 0 if none; never decreases
+	keys entryTable
+	// invalidatedAt is the stamp of the latest invalidation, 0 if none; it never
+	// decreases. It is written under the shard's lock and may be read without it (stateOf,
+	// Import, an invalidation's count): an entry whose handle points at this state and
+	// whose stamp is below it is dead.
+	invalidatedAt atomic.Uint64
 	// inflight holds the key sets taken by invalidations still being reclaimed, by
 	// invalidation stamp. Their keys may still carry the tag (entries written
 	// concurrently with the invalidation, re-indexed when reclaimed), so readers of the
@@ -96,7 +100,7 @@ func (ti *tagIndex) readd(tag string, e *entry) bool {
 	sh := ti.shard(tag)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if ts := sh.m[tag]; ts != nil && e.stamp < ts.invalidatedAt {
+	if ts := sh.m[tag]; ts != nil && e.stamp.Load() < ts.invalidatedAt.Load() {
 		return false
 	}
 	ti.addLocked(sh, tag, e)
@@ -144,12 +148,13 @@ func (ti *tagIndex) maybeFreeLocked(sh *tagShard, ts *tagState) {
 }
 
 // invalidate takes an invalidation's stamp from next, marks every entry carrying one of
-// tags written before it as dead, and hands the caller each tag's keys to reclaim; the
-// caller must call reclaimed(ts, stamp) for each when it has processed them. The stamp is
-// taken while holding the shard locks of all the tags, so whoever takes a later stamp
+// tags written before it as dead, and hands the caller, for each tag the index holds, its
+// previous invalidation stamp and its keys to reclaim; the caller must call
+// reclaimed(ts, stamp) for each snapshot with keys when it has processed them. The stamp
+// is taken while holding the shard locks of all the tags, so whoever takes a later stamp
 // and then reads a tag's invalidatedAt sees it (stampDerivedLocked relies on this). A tag
-// with no keys of its own yields no snapshot, but still records the stamp if it exists
-// (earlier invalidations then hold its keys, and readd sees the stamp).
+// with no keys of its own yields an empty snapshot, but still records the stamp (earlier
+// invalidations then hold its keys, and readd sees the stamp).
 func (ti *tagIndex) invalidate(tags []string, next func() uint64) (uint64, []tagSnapshot) {
 	locked := make([]int, 0, len(tags))
 	for _, t := range tags {
@@ -172,10 +177,12 @@ func (ti *tagIndex) invalidate(tags []string, next func() uint64) (uint64, []tag
 		if ts == nil {
 			continue
 		}
-		if stamp > ts.invalidatedAt { // concurrent invalidations must not move it back
-			ts.invalidatedAt = stamp
+		prev := ts.invalidatedAt.Load()
+		if stamp > prev { // concurrent invalidations must not move it back
+			ts.invalidatedAt.Store(stamp)
 		}
 		if ts.keys.len() == 0 {
+			snaps = append(snaps, tagSnapshot{ts: ts, prevAt: prev})
 			continue
 		}
 		keys := ts.keys
@@ -183,17 +190,49 @@ func (ti *tagIndex) invalidate(tags []string, next func() uint64) (uint64, []tag
 		if ts.inflight == nil {
 			ts.inflight = make(map[uint64]entryTable, 1)
 		}
-		ts.inflight[stamp] = keys
-		ti.bytes.Add(-tagMemberBytes * int64(keys.len()))
-		snaps = append(snaps, tagSnapshot{ts, keys})
+		ts.inflight[stamp] = keys // its memory stays counted until reclaimed
+		snaps = append(snaps, tagSnapshot{ts: ts, prevAt: prev, keys: keys})
 	}
 	return stamp, snaps
 }
 
-// reclaimed ends the reclaim of ts by the invalidation stamped at stamp.
+// lockAll takes every shard's lock, in shard order (FLUSH; the caller holds no tag
+// shard lock).
+func (ti *tagIndex) lockAll() {
+	for i := range ti.shards {
+		ti.shards[i].mu.Lock()
+	}
+}
+
+func (ti *tagIndex) unlockAll() {
+	for i := range ti.shards {
+		ti.shards[i].mu.Unlock()
+	}
+}
+
+// clearLocked empties the index for a FLUSH that has taken every key shard's table away:
+// every tag state is dropped at once. Entries still pointing at the dropped states are
+// the flushed ones; invalidations still reclaiming keep theirs (reclaimed then finds a
+// state no longer in the index and leaves the counters alone). The caller holds every
+// shard's lock, and every change to the counters is made under one, so they are zero
+// afterwards.
+func (ti *tagIndex) clearLocked() {
+	for i := range ti.shards {
+		ti.shards[i].m = make(map[string]*tagState)
+	}
+	ti.tags.Add(-ti.tags.Load())
+	ti.bytes.Add(-ti.bytes.Load())
+}
+
+// reclaimed ends the reclaim of ts by the invalidation stamped at stamp, letting the key
+// set it took go (uncounted unless a FLUSH dropped ts from the index meanwhile, and with
+// it the counters).
 func (ti *tagIndex) reclaimed(ts *tagState, stamp uint64) {
 	sh := ti.shard(ts.name)
 	sh.mu.Lock()
+	if set, ok := ts.inflight[stamp]; ok && sh.m[ts.name] == ts {
+		ti.bytes.Add(-tagMemberBytes * int64(set.len()))
+	}
 	delete(ts.inflight, stamp)
 	ti.maybeFreeLocked(sh, ts)
 	sh.mu.Unlock()
@@ -205,14 +244,18 @@ func (ti *tagIndex) invalidatedAt(tag string) uint64 {
 	sh.mu.RLock()
 	var at uint64
 	if ts := sh.m[tag]; ts != nil {
-		at = ts.invalidatedAt
+		at = ts.invalidatedAt.Load()
 	}
 	sh.mu.RUnlock()
 	return at
 }
 
 // keys returns a copy of the keys indexed under tag, including those held by
-// invalidations still being reclaimed (callers check each key's entry).
+// invalidations still being reclaimed that may still carry it (callers check each key's
+// entry). An entry of such a set installed with a stamp below that invalidation's is dead
+// and skipped without looking further: its key's current entry, if it carries the tag, is
+// indexed in the tag's keys or in a later set. So KEYS_BY_TAG right after INV_TAG costs a
+// pass over the taken set, not a key-shard lock per key.
 func (ti *tagIndex) keys(tag string) []string {
 	sh := ti.shard(tag)
 	sh.mu.RLock()
@@ -234,10 +277,13 @@ func (ti *tagIndex) keys(tag string) []string {
 	for _, k := range out {
 		seen[k] = struct{}{}
 	}
-	for _, set := range ts.inflight {
+	for stamp, set := range ts.inflight {
 		for _, e := range set.slots {
 			if e == nil {
 				continue
+			}
+			if st := e.stamp.Load(); st != 0 && st < stamp {
+				continue // killed by that invalidation
 			}
 			if k := e.key(); !hasKey(seen, k) {
 				seen[k] = struct{}{}

@@ -28,7 +28,7 @@ type Config struct {
 const (
 	DefaultPartitions   = 271
 	DefaultLoad         = 1.25
-	DefaultVirtualNodes = 20
+	DefaultVirtualNodes = 100
 )
 
 // DefaultConfig returns the ring every node uses unless configured otherwise.
@@ -104,9 +104,14 @@ func (r *Ring) Members() []string { return slices.Clone(r.members) }
 // Partitions returns the number of partitions.
 func (r *Ring) Partitions() int { return len(r.owners) }
 
-// PartitionOf returns key's partition.
-func (r *Ring) PartitionOf(key string) int {
-	return int(xxhash.Sum64String(key) % uint64(len(r.owners)))
+// PartitionOf returns key's partition: PartitionOf(key, r.Partitions()).
+func (r *Ring) PartitionOf(key string) int { return PartitionOf(key, len(r.owners)) }
+
+// PartitionOf returns key's partition in a ring of partitions partitions (at least 1):
+// xxhash64 of the key mod partitions. A client that knows a cluster's ring (GET
+// /cluster/ring: partitions and owners) finds a key's owner with it.
+func PartitionOf(key string, partitions int) int {
+	return int(xxhash.Sum64String(key) % uint64(partitions))
 }
 
 // Owner returns partition p's owner ("" when the ring has no members).

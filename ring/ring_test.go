@@ -45,6 +45,30 @@ func TestPartitionOfMatchesTheStoresPartitionFunction(t *testing.T) {
 	}
 }
 
+func TestPartitionOfFunctionAgreesWithTheRingsMethod(t *testing.T) {
+	for _, partitions := range []int{1, 7, DefaultPartitions, 500} {
+		r, err := New(Config{Partitions: partitions, Load: DefaultLoad, VirtualNodes: DefaultVirtualNodes}, []string{"a", "b", "c"}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int]bool{}
+		for i := range 5000 {
+			k := "bench:" + strconv.Itoa(i)
+			got, want := PartitionOf(k, partitions), r.PartitionOf(k)
+			if got != want || got < 0 || got >= partitions {
+				t.Fatalf("%d partitions: PartitionOf(%q) = %d, ring says %d", partitions, k, got, want)
+			}
+			if r.OwnerOf(k) != r.Owner(got) {
+				t.Fatalf("%d partitions: OwnerOf(%q) = %q, owner of partition %d is %q", partitions, k, r.OwnerOf(k), got, r.Owner(got))
+			}
+			seen[got] = true
+		}
+		if len(seen) != partitions {
+			t.Errorf("%d partitions: 5000 keys fell in %d partitions", partitions, len(seen))
+		}
+	}
+}
+
 func TestEveryPartitionHasAnOwnerAndLoadsAreBounded(t *testing.T) {
 	for n := 1; n <= 7; n++ {
 		r := mustNew(t, names(n)...)
