@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,9 @@ const (
 type Auth struct {
 	tokenTTL time.Duration
 	now      func() time.Time
+	// gen counts credential changes (starting at 1): a text or RESP session remembers the
+	// generation it authenticated under and must AUTH again once it changed.
+	gen atomic.Uint64
 
 	mu       sync.Mutex           // protects the fields below
 	username string               // current username
@@ -33,11 +37,42 @@ type Auth struct {
 
 // NewAuth returns credentials user/pass (Reset restores them) whose tokens live tokenTTL.
 func NewAuth(user, pass string, tokenTTL time.Duration) *Auth {
-	return &Auth{
+	a := &Auth{
 		tokenTTL: tokenTTL, now: time.Now,
 		username: user, password: pass, defUser: user, defPass: pass,
 		tokens: make(map[string]time.Time),
 	}
+	a.gen.Store(1)
+	return a
+}
+
+// Gen returns the credentials' generation; it changes whenever they do.
+func (a *Auth) Gen() uint64 { return a.gen.Load() }
+
+// sessionAuth is the authentication state of a text or RESP connection.
+type sessionAuth struct {
+	ok  bool   // AUTH succeeded, or none is required
+	gen uint64 // Auth.Gen at the successful AUTH; 0 when none is required
+}
+
+// valid reports whether the session is authenticated under the current credentials;
+// a change of credentials since its AUTH ends that.
+func (s *sessionAuth) valid(a *Auth) bool {
+	if s.ok && s.gen != 0 && s.gen != a.Gen() {
+		s.ok = false
+	}
+	return s.ok
+}
+
+// login checks user/pass and marks the session authenticated under the generation the
+// check ran against (taken first, so a change racing the check is noticed next time).
+func (s *sessionAuth) login(a *Auth, user, pass string) bool {
+	gen := a.Gen()
+	if !a.Check(user, pass) {
+		return false
+	}
+	s.ok, s.gen = true, gen
+	return true
 }
 
 // Check reports whether user/pass are the current credentials, in constant time.
@@ -120,6 +155,7 @@ func (a *Auth) set(user, pass string) {
 	a.mu.Lock()
 	a.username, a.password = user, pass
 	clear(a.tokens)
+	a.gen.Add(1)
 	a.mu.Unlock()
 }
 

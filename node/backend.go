@@ -44,9 +44,9 @@ type Backend interface {
 	Stats(ctx context.Context) (cache.Stats, error)
 	// Tags returns tags with their key counts, largest first, at most limit (<= 0: all).
 	Tags(ctx context.Context, limit int) ([]cache.TagCount, error)
-	// Scan returns up to limit live entries for which match (nil: all) is true, in a
+	// Scan returns up to limit live entries whose key starts with prefix ("": all), in a
 	// stable order, starting at cursor ("" for the start); next is "" when done.
-	Scan(ctx context.Context, cursor string, limit int, match func(cache.Entry) bool) (entries []cache.Entry, next string, err error)
+	Scan(ctx context.Context, cursor string, limit int, prefix string) (entries []cache.Entry, next string, err error)
 }
 
 // ErrInvalidCursor is what a Backend's Scan wraps when it is given a cursor it did not
@@ -130,7 +130,13 @@ func (l Local) Tags(_ context.Context, limit int) ([]cache.TagCount, error) {
 
 // Scan walks partitions in order and keys in order within a partition. The cursor is
 // "<partition>:<last key returned>".
-func (l Local) Scan(ctx context.Context, cursor string, limit int, match func(cache.Entry) bool) ([]cache.Entry, string, error) {
+func (l Local) Scan(ctx context.Context, cursor string, limit int, prefix string) ([]cache.Entry, string, error) {
+	return scanPartitions(ctx, l.Store, cursor, limit, prefix, nil)
+}
+
+// scanPartitions is Scan over the partitions of store for which include (nil: all) is
+// true.
+func scanPartitions(ctx context.Context, store *cache.Store, cursor string, limit int, prefix string, include func(p int) bool) ([]cache.Entry, string, error) {
 	p, after, err := parseCursor(cursor)
 	if err != nil {
 		return nil, "", err
@@ -139,13 +145,16 @@ func (l Local) Scan(ctx context.Context, cursor string, limit int, match func(ca
 		return nil, "", fmt.Errorf("scan: limit must be positive, got %d", limit)
 	}
 	var out []cache.Entry
-	for ; p < l.Store.Partitions(); p, after = p+1, "" {
+	for ; p < store.Partitions(); p, after = p+1, "" {
 		if err := ctx.Err(); err != nil {
 			return nil, "", err
 		}
+		if include != nil && !include(p) {
+			continue
+		}
 		full := false
-		l.Store.RangePartition(p, after, func(e cache.Entry) bool {
-			if match != nil && !match(e) {
+		store.RangePartition(p, after, func(e cache.Entry) bool {
+			if !strings.HasPrefix(e.Key, prefix) {
 				return true
 			}
 			out = append(out, e)

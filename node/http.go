@@ -55,7 +55,7 @@ func (a *httpAPI) routes() []httpRoute {
 	const public = true
 	return []httpRoute{
 		{pattern: "GET /health", command: "health", public: public, fn: a.health},
-		{pattern: "GET /ready", command: "ready", public: public, fn: a.ready},
+		{pattern: "GET /ready", command: "ready", public: public, fn: a.clusterReady},
 		// /metrics takes no credentials so that Prometheus can scrape it without any: it
 		// exposes only counters and gauges, never keys, values or tags.
 		{pattern: "GET /metrics", command: "metrics", public: public,
@@ -88,6 +88,9 @@ func (a *httpAPI) routes() []httpRoute {
 		{pattern: "POST /keys/bulk/delete", command: "bulk_delete", fn: withBody(a.invalidateKeys)},
 		{pattern: "POST /search", command: "search", fn: withBody(a.search)},
 		{pattern: "GET /tags", command: "tags", fn: a.tags},
+
+		{pattern: "GET /cluster/members", command: "cluster_members", fn: a.clusterMembers},
+		{pattern: "GET /cluster/ring", command: "cluster_ring", fn: a.clusterRing},
 	}
 }
 

@@ -85,14 +85,6 @@ func (a *httpAPI) health(*http.Request) (any, error) {
 	}{"ok", time.Now().UTC().Format(time.RFC3339)}, nil
 }
 
-// ready answers true once the node serves HTTP. A cluster node will gate it on having
-// joined and received its partitions.
-func (a *httpAPI) ready(*http.Request) (any, error) {
-	return struct {
-		Ready bool `json:"ready"`
-	}{true}, nil
-}
-
 type loginRequest struct {
 	Username *string `json:"username"`
 	Password *string `json:"password"`
@@ -402,8 +394,7 @@ func (a *httpAPI) stats(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return StatsReply{st.Hits, st.Misses, st.Puts, st.Invalidations, st.HitRatio(), st.Items, st.Bytes, st.Tags,
-		st.Evictions, st.Expirations}, nil
+	return statsReplyOf(st), nil
 }
 
 // StatsReply is the JSON body of GET /stats (the CLI decodes it too).
@@ -428,7 +419,7 @@ func (a *httpAPI) listKeys(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	entries, next, err := a.n.backend.Scan(r.Context(), r.URL.Query().Get("cursor"), limit, nil)
+	entries, next, err := a.n.backend.Scan(r.Context(), r.URL.Query().Get("cursor"), limit, "")
 	if err != nil {
 		return nil, err
 	}
@@ -529,9 +520,7 @@ func (a *httpAPI) search(r *http.Request, q *searchRequest) (any, error) {
 		entries, err = a.searchTags(ctx, q.TagAny, false, limit)
 	case q.Q != nil:
 		prefix := *q.Q
-		entries, _, err = a.n.backend.Scan(ctx, "", limit, func(e cache.Entry) bool {
-			return strings.HasPrefix(e.Key, prefix)
-		})
+		entries, _, err = a.n.backend.Scan(ctx, "", limit, prefix)
 	default:
 		entries, err = a.newest(ctx, limit)
 	}
@@ -637,7 +626,7 @@ func (a *httpAPI) newest(ctx context.Context, limit int) ([]cache.Entry, error) 
 	var top []cache.Entry
 	cursor := ""
 	for {
-		page, next, err := a.n.backend.Scan(ctx, cursor, scanPage, nil)
+		page, next, err := a.n.backend.Scan(ctx, cursor, scanPage, "")
 		if err != nil {
 			return nil, err
 		}

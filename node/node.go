@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -55,6 +56,8 @@ type Config struct {
 
 	// Cache configures the local store.
 	Cache cache.Config
+	// Cluster makes the node a cluster member; nil runs it standalone.
+	Cluster *ClusterConfig
 	// Logger receives the node's structured logs. Defaults to a discarding logger.
 	Logger hclog.Logger
 }
@@ -92,6 +95,8 @@ type Node struct {
 	log     hclog.Logger
 	store   *cache.Store
 	backend Backend
+	cluster clusterView // the standalone view, or the cluster member's router
+	router  *Router     // nil on a standalone node
 	auth    *Auth
 	metrics *Metrics
 	tcpAuth bool // text-protocol clients must AUTH
@@ -147,6 +152,19 @@ func New(cfg Config) (*Node, error) {
 		cfg.MaxBodyBytes = int64(2*derived + 4096)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, store: store, backend: Local{Store: store}, byKind: map[string]net.Addr{}}
+	n.cluster = standaloneView{n} // the one place a node gets its clusterView; a cluster member installs its router here
+	if cfg.Cluster != nil {
+		cc, err := cfg.Cluster.complete(cfg.Bind)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		if n.router, err = newRouter(cc, store, cfg.Logger); err != nil {
+			store.Close()
+			return nil, err
+		}
+		n.backend, n.cluster = n.router, n.router
+	}
 
 	loopback := isLoopback(cfg.Bind)
 	switch cfg.TCPAuth {
@@ -242,8 +260,20 @@ func (n *Node) Start() error {
 		}
 		n.ServeRESP(ln)
 	}
+	if n.router != nil {
+		n.mu.Lock()
+		addrs := maps.Clone(n.byKind)
+		n.mu.Unlock()
+		if err := n.router.start(addrs); err != nil {
+			n.closeListeners()
+			return fmt.Errorf("start cluster member: %w", err)
+		}
+	}
 	return nil
 }
+
+// Router returns the node's cluster router, nil on a standalone node.
+func (n *Node) Router() *Router { return n.router }
 
 // ServeTCP serves the text protocol on ln in the background until Shutdown.
 func (n *Node) ServeTCP(ln net.Listener) {
@@ -306,6 +336,12 @@ func (n *Node) closeListeners() {
 // Shutdown stops accepting connections, lets in-flight requests finish (until ctx ends,
 // after which remaining connections are closed), and stops the store's sweeper.
 func (n *Node) Shutdown(ctx context.Context) error {
+	var errLeave error
+	if n.router != nil && n.router.ml != nil && !n.router.isClosed() {
+		// A graceful leave: partitions move to their new owners while the client servers
+		// still run (commands follow the partitions), then the node leaves memberlist.
+		errLeave = n.router.Leave(ctx)
+	}
 	n.closing.Store(true)
 	n.closeListeners()
 	// The three servers drain at once, each bounded by ctx; an HTTP connection still
@@ -327,6 +363,20 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	go func() { defer wg.Done(); errRESP = n.resp.shutdown(ctx) }()
 	wg.Wait()
 	n.wg.Wait()
+	if n.router != nil {
+		n.router.Close()
+	}
 	n.store.Close()
-	return errors.Join(errHTTP, errText, errRESP)
+	return errors.Join(errLeave, errHTTP, errText, errRESP)
+}
+
+// crash stops the node as a crash would, as far as its peers can tell: no leave, no
+// handoff; gossip and the peer transport stop at once. For tests.
+func (n *Node) crash() {
+	if n.router != nil {
+		n.router.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n.Shutdown(ctx)
 }

@@ -64,7 +64,7 @@ type respSession struct {
 	srv      *respServer
 	rw       respWriter
 	id       int64         // CLIENT ID
-	authed   bool          // AUTH succeeded, or not required
+	auth     sessionAuth   // AUTH succeeded (under the current credentials), or not required
 	failures int           // failed AUTH attempts
 	name     string        // CLIENT SETNAME
 	quit     bool          // close the connection after this request's reply
@@ -217,7 +217,7 @@ func (ss *respSession) exec(args [][]byte) bool {
 		switch {
 		case !arityOK(cmd.arity, len(args)):
 			ss.wrongArgs(cmd.name)
-		case !ss.authed && !cmd.noAuth:
+		case !cmd.noAuth && !ss.auth.valid(ss.srv.n.auth):
 			ss.rw.error(errRESPNoAuth)
 		default:
 			cmd.run(ss, args)
@@ -322,8 +322,8 @@ func (ss *respSession) configuredUsername() string {
 // authenticate checks credentials, replying WRONGPASS on failure; too many failures
 // close the connection.
 func (ss *respSession) authenticate(user, pass []byte) bool {
-	if ss.srv.n.auth.Check(string(user), string(pass)) {
-		ss.authed, ss.failures = true, 0
+	if ss.auth.login(ss.srv.n.auth, string(user), string(pass)) {
+		ss.failures = 0
 		return true
 	}
 	ss.failures++
@@ -389,7 +389,7 @@ func cmdHello(ss *respSession, args [][]byte) {
 	if hasAuth && !ss.authenticate(user, pass) {
 		return
 	}
-	if !ss.authed {
+	if !ss.auth.valid(ss.srv.n.auth) {
 		ss.rw.error(errRESPHelloNoAuth)
 		return
 	}

@@ -57,7 +57,7 @@ func (s *respServer) serveConn(c net.Conn) {
 		srv:    s,
 		rw:     respWriter{w: bufio.NewWriterSize(c, respReadBuffer)},
 		id:     s.nextID.Add(1),
-		authed: !s.n.tcpAuth,
+		auth:   sessionAuth{ok: !s.n.tcpAuth},
 		counts: newTally(s.cmds),
 	}
 	defer ss.counts.flush()
@@ -69,7 +69,7 @@ func (s *respServer) serveConn(c net.Conn) {
 	for {
 		ran := 0
 		for {
-			args, err := rd.next(ss.authed)
+			args, err := rd.next(ss.auth.valid(s.n.auth))
 			if err == errRESPIncomplete {
 				break
 			}

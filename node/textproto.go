@@ -115,7 +115,7 @@ func (s *textServer) serveConn(c net.Conn) {
 	}
 	r := bufio.NewReaderSize(c, textReadBuffer)
 	w := bufio.NewWriterSize(c, textReadBuffer)
-	sess := &session{srv: s, w: w, authed: !s.n.tcpAuth, counts: newTally(s.cmds)}
+	sess := &session{srv: s, w: w, auth: sessionAuth{ok: !s.n.tcpAuth}, counts: newTally(s.cmds)}
 	defer sess.counts.flush()
 	idle := s.n.cfg.IdleTimeout
 	var deadlineAt time.Duration // s.clock() when the deadline was last pushed back
@@ -151,7 +151,7 @@ func (s *textServer) serveConn(c net.Conn) {
 		// Before AUTH a connection may send only short lines: a client without
 		// credentials must not make the node hold a megabyte per connection.
 		limit := s.n.cfg.MaxLineBytes
-		if !sess.authed {
+		if !sess.auth.valid(s.n.auth) {
 			limit = min(limit, preAuthMaxLine)
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -206,7 +206,7 @@ func lineLen(long, line []byte) int {
 type session struct {
 	srv      *textServer
 	w        *bufio.Writer
-	authed   bool
+	auth     sessionAuth
 	failures int           // failed AUTH attempts
 	counts   tally         // commands run since the batch began, by verb
 	mark     time.Duration // srv.clock() when the current batch arrived
@@ -277,10 +277,10 @@ func (ss *session) exec(line []byte) bool {
 		return true
 	}
 	if i == verbAuth {
-		ok := nf >= 3 && ss.srv.n.auth.Check(string(f[1]), string(f[2]))
+		ok := nf >= 3 && ss.auth.login(ss.srv.n.auth, string(f[1]), string(f[2]))
 		ss.observe(i, !ok)
 		if ok {
-			ss.authed, ss.failures = true, 0
+			ss.failures = 0
 			ss.w.WriteString("OK\n")
 			return true
 		}
@@ -288,7 +288,7 @@ func (ss *session) exec(line []byte) bool {
 		ss.w.WriteString("ERR unauthorized\n")
 		return ss.failures < maxAuthFailures
 	}
-	if !ss.authed {
+	if !ss.auth.valid(ss.srv.n.auth) {
 		ss.observe(i, true)
 		ss.w.WriteString("ERR unauthorized\n")
 		return true
@@ -315,6 +315,9 @@ const (
 	errEmptyKeys    = protoError("empty_keys")
 	errInvalidTTL   = protoError("invalid_ttl")
 	errInvalidNumer = protoError("invalid_number")
+	// Replies the text protocol cannot frame (data stored over HTTP or RESP).
+	errValueNewline  = protoError("value contains a newline; read it over HTTP or RESP")
+	errKeyUnlistable = protoError("a key of this tag contains a newline; list it over HTTP or RESP")
 )
 
 func (ss *session) writeErr(err error) {
@@ -418,6 +421,10 @@ func (ss *session) run(verb int, args [][]byte) error {
 			w.WriteString("NF\n")
 			return nil
 		}
+		if bytes.IndexByte(v, '\n') >= 0 {
+			// Stored over HTTP or RESP: a text-protocol reply is one line.
+			return errValueNewline
+		}
 		w.WriteString("VALUE\t")
 		w.Write(v)
 		w.WriteByte('\n')
@@ -494,6 +501,11 @@ func (ss *session) run(verb int, args [][]byte) error {
 		keys, err := b.KeysByTag(ctx, string(tag), 0)
 		if err != nil {
 			return err
+		}
+		for _, k := range keys {
+			if strings.IndexByte(k, '\n') >= 0 { // commas are listed as they are, like the original
+				return errKeyUnlistable
+			}
 		}
 		w.WriteString("KEYS\t")
 		for i, k := range keys {

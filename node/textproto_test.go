@@ -390,7 +390,10 @@ func TestTextIncrKeepsTheTTLItFound(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if el := time.Since(start); el < 299*time.Millisecond { // whole milliseconds: 1ms early at most
+	// Promise 5 is about never serving after the TTL; expiring slightly early is allowed.
+	// The store counts whole wall-clock milliseconds and a VM's wall clock can step a
+	// millisecond or two against the monotonic clock this test measures with.
+	if el := time.Since(start); el < 295*time.Millisecond {
 		t.Fatalf("counter expired after %s, before its 300ms TTL", el)
 	}
 	// A new TTL given to INCR replaces the old one.

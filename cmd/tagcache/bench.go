@@ -43,6 +43,9 @@ type benchConfig struct {
 	seed        uint64
 	json        bool
 	progress    bool
+	ringAware   bool
+	// ring is the cluster's ring a ring-aware run routes by (nil otherwise).
+	ring *benchRing
 }
 
 // opMix is the share of each operation, in percent.
@@ -82,8 +85,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	var c benchConfig
 	var targets, mix string
 	fs.StringVar(&c.protocol, "protocol", "text", "protocol: text, resp or http")
-	fs.StringVar(&targets, "targets", "", "comma-separated host:port list, connections spread over them (default: 127.0.0.1 and the protocol's default port)")
-	fs.IntVar(&c.connections, "connections", 50, "concurrent connections (closed loop: each waits for its replies)")
+	fs.StringVar(&targets, "targets", "", "comma-separated host:port list, connections spread over them (default: 127.0.0.1 and the protocol's default port; with --ring-aware: HTTP API addresses, default 127.0.0.1:8080)")
+	fs.IntVar(&c.connections, "connections", 50, "concurrent connections (closed loop: each waits for its replies); with --ring-aware, workers of one connection per member")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run (ignored when --requests is set)")
 	fs.Int64Var(&c.requests, "requests", 0, "total requests to send, then stop (0: run for --duration)")
 	fs.IntVar(&c.pipeline, "pipeline", 1, "requests sent per round trip on a connection (text and resp only)")
@@ -100,10 +103,17 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed")
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&c.progress, "progress", isTerminal(os.Stderr), "print a live progress line on stderr (default: when stderr is a terminal)")
+	fs.BoolVar(&c.ringAware, "ring-aware", false, "send every request straight to its key's owner: read the ring and the members from the\n"+
+		"first --targets node that answers (its HTTP API), then each of the --connections workers\n"+
+		"opens one connection to every member and sends each round trip to the next member in\n"+
+		"turn, with keys drawn from --dist until they are that member's")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: tagcache bench [flags]")
 		fmt.Fprintln(fs.Output(), "\nA closed-loop load generator. Every reply is checked: an error or a wrong value")
 		fmt.Fprintln(fs.Output(), "counts as an error, never as a success. Throughput comes from measured elapsed time.")
+		fmt.Fprintln(fs.Output(), "\nAgainst a cluster, --targets spreads the connections over nodes that forward each")
+		fmt.Fprintln(fs.Output(), "request to its key's owner; --ring-aware sends each request to the owner itself")
+		fmt.Fprintln(fs.Output(), "(--connections × members connections), as a client that knows the ring would.")
 		fmt.Fprintln(fs.Output(), "\nFlags:")
 		fs.PrintDefaults()
 	}
@@ -124,6 +134,15 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if err := c.finish(targets); err != nil {
 		fmt.Fprintln(stderr, "tagcache bench:", err)
 		return 2
+	}
+	if c.ringAware {
+		if c.ring, err = discoverRing(c); err == nil {
+			err = c.ring.index(c.keys)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "tagcache bench: --ring-aware:", err)
+			return 1
+		}
 	}
 	res, err := runLoad(context.Background(), c, stderr)
 	if err != nil {
@@ -146,7 +165,9 @@ func (c *benchConfig) finish(targets string) error {
 	if defPort == "" {
 		return fmt.Errorf("--protocol must be text, resp or http, got %q", c.protocol)
 	}
-	if targets == "" {
+	if targets == "" && c.ringAware {
+		targets = "127.0.0.1:8080" // the HTTP API, which tells the ring
+	} else if targets == "" {
 		targets = "127.0.0.1:" + defPort
 	}
 	for _, t := range strings.Split(targets, ",") {
@@ -171,6 +192,8 @@ func (c *benchConfig) finish(targets string) error {
 		return fmt.Errorf("--zipf-s must be greater than 1")
 	case c.requests == 0 && c.duration <= 0:
 		return fmt.Errorf("set --duration or --requests")
+	case len(c.targets) == 0:
+		return fmt.Errorf("--targets lists no address")
 	}
 	return nil
 }
@@ -192,6 +215,23 @@ type benchResult struct {
 	Errors      uint64        `json:"errors"`
 	FirstError  string        `json:"first_error,omitempty"`
 	Latency     latencyReport `json:"latency_us"`
+	// RingAware runs send each request to its key's owner, one of Members, by the ring
+	// of version RingVersion read from RingFrom.
+	RingAware   bool                `json:"ring_aware"`
+	RingVersion uint64              `json:"ring_version,omitempty"`
+	RingFrom    string              `json:"ring_from,omitempty"`
+	Members     []benchMemberResult `json:"members,omitempty"`
+}
+
+// benchMemberResult is what a ring-aware run sent to one member.
+type benchMemberResult struct {
+	Name        string `json:"name"`
+	Address     string `json:"address"`    // the member's address for --protocol
+	Partitions  int    `json:"partitions"` // partitions it owns in the ring
+	Requests    uint64 `json:"requests"`
+	Gets        uint64 `json:"gets"`
+	Puts        uint64 `json:"puts"`
+	Invalidates uint64 `json:"invalidations"`
 }
 
 type latencyReport struct {
@@ -203,7 +243,16 @@ type latencyReport struct {
 }
 
 func (r *benchResult) print(w io.Writer) {
-	fmt.Fprintf(w, "protocol %s  targets %s  connections %d  pipeline %d\n", r.Protocol, strings.Join(r.Targets, ","), r.Connections, r.Pipeline)
+	if r.RingAware {
+		fmt.Fprintf(w, "protocol %s  ring-aware (ring version %d from %s)  connections %d × %d members  pipeline %d\n",
+			r.Protocol, r.RingVersion, r.RingFrom, r.Connections, len(r.Members), r.Pipeline)
+		for _, m := range r.Members {
+			fmt.Fprintf(w, "member     %s %s  partitions %d  requests %d (gets %d, puts %d, invalidations %d)\n",
+				m.Name, m.Address, m.Partitions, m.Requests, m.Gets, m.Puts, m.Invalidates)
+		}
+	} else {
+		fmt.Fprintf(w, "protocol %s  targets %s  connections %d  pipeline %d\n", r.Protocol, strings.Join(r.Targets, ","), r.Connections, r.Pipeline)
+	}
 	fmt.Fprintf(w, "requests   %d in %.2fs = %.0f requests/s\n", r.Requests, r.Elapsed, r.PerSecond)
 	fmt.Fprintf(w, "gets       %d (hits %d, misses %d)  puts %d  invalidations %d\n", r.Gets, r.Hits, r.Misses, r.Puts, r.Invalidates)
 	fmt.Fprintf(w, "errors     %d", r.Errors)
@@ -265,23 +314,42 @@ func valueFor(key string, size int) []byte {
 	return v
 }
 
+// memberCount is what one worker sent to one member (ring-aware runs).
+type memberCount struct{ requests, gets, puts, invs uint64 }
+
 func runLoad(ctx context.Context, c benchConfig, progress io.Writer) (*benchResult, error) {
-	clients := make([]benchClient, c.connections)
-	for i := range clients {
-		cl, err := dialBench(c, c.targets[i%len(c.targets)])
-		if err != nil {
-			for _, open := range clients[:i] {
-				open.close()
+	// clients[w] are worker w's connections: one to a target, or one to every member
+	// of the ring.
+	clients := make([][]benchClient, c.connections)
+	closeAll := func() {
+		for _, cls := range clients {
+			for _, cl := range cls {
+				cl.close()
 			}
-			return nil, err
 		}
-		clients[i] = cl
 	}
-	defer func() {
-		for _, cl := range clients {
-			cl.close()
+	for i := range clients {
+		addrs := []string{c.targets[i%len(c.targets)]}
+		if c.ring != nil {
+			addrs = c.ring.addrs()
 		}
-	}()
+		for _, addr := range addrs {
+			cl, err := dialBench(c, addr)
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			clients[i] = append(clients[i], cl)
+		}
+	}
+	defer closeAll()
+	var counts [][]memberCount // per worker, per member
+	if c.ring != nil {
+		counts = make([][]memberCount, c.connections)
+		for w := range counts {
+			counts[w] = make([]memberCount, len(c.ring.members))
+		}
+	}
 
 	var lc loadCounters
 	var budget atomic.Int64 // requests left when --requests is set
@@ -320,7 +388,11 @@ func runLoad(ctx context.Context, c benchConfig, progress io.Writer) (*benchResu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			benchWorker(ctx, c, clients[w], &hists[w], &lc, &budget, uint64(w))
+			var mc []memberCount
+			if counts != nil {
+				mc = counts[w]
+			}
+			benchWorker(ctx, c, clients[w], mc, &hists[w], &lc, &budget, uint64(w))
 		}()
 	}
 	wg.Wait()
@@ -344,10 +416,27 @@ func runLoad(ctx context.Context, c benchConfig, progress io.Writer) (*benchResu
 	if p := lc.firstErr.Load(); p != nil {
 		res.FirstError = *p
 	}
+	if rg := c.ring; rg != nil {
+		res.RingAware, res.RingVersion, res.RingFrom = true, rg.version, rg.from
+		for m, bm := range rg.members {
+			mr := benchMemberResult{Name: bm.name, Address: bm.addr, Partitions: bm.partitions}
+			for w := range counts {
+				mc := &counts[w][m]
+				mr.Requests += mc.requests
+				mr.Gets += mc.gets
+				mr.Puts += mc.puts
+				mr.Invalidates += mc.invs
+			}
+			res.Members = append(res.Members, mr)
+		}
+	}
 	return res, nil
 }
 
-func benchWorker(ctx context.Context, c benchConfig, cl benchClient, h *histogram, lc *loadCounters, budget *atomic.Int64, id uint64) {
+// benchWorker is one closed loop. cls is its connection to a target, or, ring-aware, one
+// connection per ring member: then each round trip goes to the next member in turn,
+// carries only keys that member owns, and is counted in counts[member].
+func benchWorker(ctx context.Context, c benchConfig, cls []benchClient, counts []memberCount, h *histogram, lc *loadCounters, budget *atomic.Int64, id uint64) {
 	rng := rand.New(rand.NewPCG(c.seed, id))
 	var zipf *rand.Zipf
 	if c.dist == "zipf" {
@@ -355,7 +444,13 @@ func benchWorker(ctx context.Context, c benchConfig, cl benchClient, h *histogra
 	}
 	ops := make([]op, c.pipeline)
 	out := make([]outcome, c.pipeline)
-	for ctx.Err() == nil {
+	rg := c.ring
+	cl, m := cls[0], 0
+	for round := id; ctx.Err() == nil; round++ {
+		if rg != nil {
+			m = int(round % uint64(len(cls)))
+			cl = cls[m]
+		}
 		n := c.pipeline
 		if c.requests > 0 {
 			left := budget.Add(-int64(n))
@@ -368,10 +463,17 @@ func benchWorker(ctx context.Context, c benchConfig, cl benchClient, h *histogra
 		}
 		for i := range ops[:n] {
 			k := 0
-			if zipf != nil {
-				k = int(zipf.Uint64())
-			} else {
-				k = rng.IntN(c.keys)
+			for {
+				if zipf != nil {
+					k = int(zipf.Uint64())
+				} else {
+					k = rng.IntN(c.keys)
+				}
+				// Ring-aware: redraw until the key is m's, which keeps the distribution
+				// over keys the same overall.
+				if rg == nil || rg.ownerOfKey(k) == m {
+					break
+				}
 			}
 			r := rng.IntN(100)
 			kind := byte('g')
@@ -386,6 +488,9 @@ func benchWorker(ctx context.Context, c benchConfig, cl benchClient, h *histogra
 		err := cl.roundTrip(ops[:n], out[:n])
 		h.record(time.Since(t0))
 		lc.requests.Add(uint64(n))
+		if counts != nil {
+			counts[m].requests += uint64(n)
+		}
 		if err != nil {
 			lc.fail(err)
 			return // the connection's state is unknown after an error
@@ -399,6 +504,9 @@ func benchWorker(ctx context.Context, c benchConfig, cl benchClient, h *histogra
 			case 'i':
 				lc.invs.Add(1)
 			}
+			if counts != nil {
+				counts[m].count(ops[i].kind)
+			}
 			switch o {
 			case hitReply:
 				lc.hits.Add(1)
@@ -408,6 +516,17 @@ func benchWorker(ctx context.Context, c benchConfig, cl benchClient, h *histogra
 				lc.fail(fmt.Errorf("unexpected reply to %c %s", ops[i].kind, keyName(ops[i].key)))
 			}
 		}
+	}
+}
+
+func (mc *memberCount) count(kind byte) {
+	switch kind {
+	case 'g':
+		mc.gets++
+	case 'p':
+		mc.puts++
+	case 'i':
+		mc.invs++
 	}
 }
 

@@ -4,14 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tagcache/tagcache/node"
+	"github.com/tagcache/tagcache/ring"
 )
 
 // dialBench opens one connection of c.protocol to target and authenticates if asked.
@@ -297,4 +302,186 @@ func tagsOrEmpty(t []string) []string {
 		return []string{}
 	}
 	return t
+}
+
+// benchRing is a cluster's ring as a ring-aware run routes by: partition → owner →
+// the owner's address for --protocol.
+type benchRing struct {
+	from       string // the HTTP address the ring was read from
+	version    uint64
+	partitions int
+	owner      []int // partition -> index in members
+	members    []benchMember
+	// keyOwner[k] is the member owning key k, for every key of --keys up to
+	// maxKeyIndex (nil above: ownerOfKey hashes).
+	keyOwner []uint16
+}
+
+// benchMember is one ring member a ring-aware run sends to.
+type benchMember struct {
+	name, addr string
+	partitions int
+}
+
+// maxKeyIndex bounds the key → owner table of a ring-aware run (2 bytes a key).
+const maxKeyIndex = 1 << 22
+
+func (r *benchRing) addrs() []string {
+	out := make([]string, len(r.members))
+	for i, m := range r.members {
+		out[i] = m.addr
+	}
+	return out
+}
+
+// ownerOfKey returns the index of the member that owns key k (keyName(k)).
+func (r *benchRing) ownerOfKey(k int) int {
+	if k < len(r.keyOwner) {
+		return int(r.keyOwner[k])
+	}
+	return r.owner[ring.PartitionOf(keyName(k), r.partitions)]
+}
+
+// index builds the key → owner table for a key space of keys keys and checks that every
+// member owns some key of it (else drawing keys for that member would never end).
+func (r *benchRing) index(keys int) error {
+	if keys > maxKeyIndex {
+		return nil // each member owns a share of the partitions, so of the keys
+	}
+	r.keyOwner = make([]uint16, keys)
+	owned := make([]int, len(r.members))
+	for k := range r.keyOwner {
+		m := r.owner[ring.PartitionOf(keyName(k), r.partitions)]
+		r.keyOwner[k] = uint16(m)
+		owned[m]++
+	}
+	for m, n := range owned {
+		if n == 0 {
+			return fmt.Errorf("member %s owns none of the %d keys of --keys; use more keys", r.members[m].name, keys)
+		}
+	}
+	return nil
+}
+
+// discoverRing reads the ring and the members from the first target that answers (a
+// node's HTTP API) and maps every partition to its owner's address for c.protocol.
+func discoverRing(c benchConfig) (*benchRing, error) {
+	hc := &http.Client{Timeout: c.timeout}
+	defer hc.CloseIdleConnections()
+	var errs []string
+	for _, target := range c.targets {
+		r, err := readRing(c, hc, target)
+		if err == nil {
+			return r, nil
+		}
+		var ue *url.Error
+		if !errors.As(err, &ue) {
+			return nil, err // the node answered, and not with a usable ring
+		}
+		errs = append(errs, err.Error()) // unreachable: try the next target
+	}
+	return nil, fmt.Errorf("no --targets node answered: %s", strings.Join(errs, "; "))
+}
+
+// readRing reads target's ring and members; ringReadAttempts times if the ring changes
+// between the two reads.
+func readRing(c benchConfig, hc *http.Client, target string) (*benchRing, error) {
+	const ringReadAttempts = 5
+	for range ringReadAttempts {
+		var before, after node.RingInfo
+		var members struct {
+			Members []node.MemberInfo `json:"members"`
+		}
+		if err := getJSON(c, hc, target, "/cluster/ring", &before); err != nil {
+			return nil, err
+		}
+		if err := getJSON(c, hc, target, "/cluster/members", &members); err != nil {
+			return nil, err
+		}
+		if err := getJSON(c, hc, target, "/cluster/ring", &after); err != nil {
+			return nil, err
+		}
+		if before.Version != after.Version {
+			continue // a member came or went meanwhile
+		}
+		return newBenchRing(c.protocol, target, after, members.Members)
+	}
+	return nil, fmt.Errorf("the ring of %s changed on each of %d reads; is the cluster settling?", target, ringReadAttempts)
+}
+
+// newBenchRing checks ri and maps its owners to their addresses for protocol.
+func newBenchRing(protocol, from string, ri node.RingInfo, members []node.MemberInfo) (*benchRing, error) {
+	switch {
+	case ri.Partitions < 1 || len(ri.Owners) != ri.Partitions:
+		return nil, fmt.Errorf("%s: malformed ring: %d partitions, %d owners", from, ri.Partitions, len(ri.Owners))
+	case len(ri.Members) == 0:
+		return nil, fmt.Errorf("%s: the ring is empty (no members yet; is the node ready?)", from)
+	}
+	byName := map[string]node.MemberInfo{}
+	for _, m := range members {
+		byName[m.Name] = m
+	}
+	// The members sent to are the owners of partitions, in name order.
+	var owners []string
+	for p, name := range ri.Owners {
+		if name == "" {
+			return nil, fmt.Errorf("%s: partition %d has no owner in the ring", from, p)
+		}
+		owners = append(owners, name)
+	}
+	slices.Sort(owners)
+	owners = slices.Compact(owners)
+	if len(owners) > 1<<16 {
+		return nil, fmt.Errorf("%s: more than %d members own partitions", from, 1<<16)
+	}
+	r := &benchRing{from: from, version: ri.Version, partitions: ri.Partitions, owner: make([]int, ri.Partitions)}
+	index := map[string]int{}
+	for i, name := range owners {
+		mi, known := byName[name]
+		addr := map[string]string{"text": mi.TCP, "resp": mi.RESP, "http": mi.HTTP}[protocol]
+		switch {
+		case !known:
+			return nil, fmt.Errorf("%s: ring owner %s is not in /cluster/members", from, name)
+		case mi.State != "alive" && mi.State != "suspect":
+			return nil, fmt.Errorf("%s: ring owner %s is %s", from, name, mi.State)
+		case addr == "":
+			return nil, fmt.Errorf("%s: member %s has no %s address (does it serve --protocol %s?)", from, name, protocol, protocol)
+		}
+		index[name] = i
+		r.members = append(r.members, benchMember{name: name, addr: addr})
+	}
+	for p, name := range ri.Owners {
+		r.owner[p] = index[name]
+		r.members[index[name]].partitions++
+	}
+	return r, nil
+}
+
+// getJSON GETs path from target's HTTP API with the bench's credentials into v.
+func getJSON(c benchConfig, hc *http.Client, target, path string, v any) error {
+	req, err := http.NewRequest("GET", "http://"+target+path, nil)
+	if err != nil {
+		return fmt.Errorf("GET %s from %s: %w", path, target, err)
+	}
+	req.SetBasicAuth(c.username, c.password)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err // a *url.Error naming the address
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	switch {
+	case err != nil:
+		return fmt.Errorf("GET %s from %s: %w", path, target, err)
+	case resp.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("GET %s from %s: 404 not found: the node does not tell its ring (an older TagCache, or not its HTTP API?)", path, target)
+	case resp.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("GET %s from %s: credentials rejected (--username, --password)", path, target)
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("GET %s from %s: %s: %.200s", path, target, resp.Status, bytes.TrimSpace(body))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s from %s: not the JSON expected: %w", path, target, err)
+	}
+	return nil
 }

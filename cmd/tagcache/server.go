@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -51,6 +54,19 @@ type serverFlags struct {
 	logJSON         bool
 	shutdownTimeout time.Duration
 	gomaxprocs      int
+
+	// cluster membership: see addClusterFlags
+	nodeName            string
+	gossipPort          int
+	peerPort            int
+	advertise           string
+	join                string
+	clusterKey          string
+	clusterName         string
+	clusterPreset       string
+	invalidationTimeout time.Duration
+	forwardTimeout      time.Duration
+	deadForget          time.Duration
 }
 
 func newServerFlags(stderr io.Writer) *serverFlags {
@@ -80,7 +96,8 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&f.logJSON, "log-json", false, "write logs as JSON lines")
 	fs.IntVar(&f.gomaxprocs, "gomaxprocs", 0, "most CPUs running Go code at once (0: auto, 1 on a machine with 2 or fewer CPUs, else Go's default; $GOMAXPROCS wins over auto); see docs/performance.md")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take before connections are closed")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long the graceful leave (handing partitions to their new owners) and in-flight requests may take before connections are closed")
+	f.addClusterFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: tagcache server [flags]")
 		fmt.Fprintln(fs.Output(), "\nRuns a TagCache node. Every flag can also be set as TAGCACHE_<FLAG> in the")
@@ -198,6 +215,7 @@ func (f *serverFlags) nodeConfig(logger hclog.Logger) node.Config {
 	c.Cache.MaxTags = f.maxTags
 	c.Cache.MaxTagBytes = f.maxTagBytes
 	c.Cache.SweepInterval = f.sweepInterval
+	c.Cluster = f.clusterConfig()
 	c.Logger = logger
 	return c
 }
@@ -222,6 +240,150 @@ func (f *serverFlags) validate() error {
 		return fmt.Errorf("--idle-timeout must not be negative, got %s", f.idleTimeout)
 	case f.gomaxprocs < 0:
 		return fmt.Errorf("--gomaxprocs must not be negative, got %d", f.gomaxprocs)
+	}
+	return f.validateCluster()
+}
+
+// addClusterFlags registers the flags that make the node a cluster member. With no
+// --join it is a one-node cluster that others can join.
+func (f *serverFlags) addClusterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&f.nodeName, "node-name", "", "the node's unique name in the cluster (default: <hostname>-<6 random hex digits>, new at every start)")
+	fs.IntVar(&f.gossipPort, "gossip-port", node.DefaultGossipPort, "memberlist gossip port, TCP and UDP, on --bind (0: any free port)")
+	fs.IntVar(&f.peerPort, "peer-port", node.DefaultPeerPort, "peer transport port (forwarding, invalidation fan-out, handoff) on --bind (0: any free port)")
+	fs.StringVar(&f.advertise, "advertise", "", "address, without a port, that peers are told to use for this node (default: --bind; on a wildcard bind, a private address)")
+	fs.StringVar(&f.join, "join", "", "comma-separated peers to join at start: host:port (their --gossip-port) or dns+name:port, resolved until joined (Kubernetes headless services)")
+	fs.StringVar(&f.clusterKey, "cluster-key", "", "key shared by every node: gossip is encrypted with it and peers prove they hold it (default: none on a loopback --bind, else a random one made up at start, which no other node holds). Prefer TAGCACHE_CLUSTER_KEY to this flag: command lines show in ps")
+	fs.StringVar(&f.clusterName, "cluster-name", node.DefaultClusterName, "name that labels gossip, so that two clusters never merge")
+	fs.StringVar(&f.clusterPreset, "cluster-preset", "", "memberlist timings: local (one machine; failure detected in about 1-2s) or lan (default: local on a loopback --bind, else lan)")
+	fs.DurationVar(&f.invalidationTimeout, "invalidation-timeout", node.DefaultInvalidationTimeout, "how long an invalidation (INV_*, DEL, FLUSH) may take to reach every peer before it fails naming the peers it could not reach")
+	fs.DurationVar(&f.forwardTimeout, "forward-timeout", node.DefaultForwardTimeout, "how long a command forwarded to a key's owner may take")
+	fs.DurationVar(&f.deadForget, "dead-forget", node.DefaultDeadForget, "how long a failed member still counts toward the cluster size for the majority check that fences a cut-off node")
+}
+
+// clusterConfig maps the cluster flags to the node's cluster configuration. A node
+// without --node-name gets <hostname>-<6 random hex digits>; one on a non-loopback bind
+// without a key gets a random key (warnGeneratedClusterKey says so).
+func (f *serverFlags) clusterConfig() *node.ClusterConfig {
+	cc := &node.ClusterConfig{
+		NodeName:            f.nodeName,
+		Bind:                f.bind,
+		Advertise:           f.advertise,
+		GossipPort:          f.gossipPort,
+		PeerPort:            f.peerPort,
+		Join:                splitList(f.join),
+		Name:                f.clusterName,
+		Preset:              f.clusterPreset,
+		InvalidationTimeout: f.invalidationTimeout,
+		ForwardTimeout:      f.forwardTimeout,
+		DeadForget:          f.deadForget,
+	}
+	if len(cc.Join) == 0 {
+		cc.Join = nil
+	}
+	if cc.NodeName == "" {
+		cc.NodeName = defaultNodeName()
+	}
+	switch {
+	case f.clusterKey != "":
+		cc.Key = []byte(f.clusterKey)
+	case !isLoopbackBind(f.bind):
+		cc.Key = []byte(rand.Text())
+	}
+	return cc
+}
+
+// defaultNodeName is the hostname and a random suffix, so that two nodes on one machine
+// (or a restarted pod) never share a name by accident.
+func defaultNodeName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "tagcache"
+	}
+	var b [3]byte
+	rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// isLoopbackBind reports whether bind names only loopback addresses, as the node decides
+// it ("" is the node's default, 127.0.0.1).
+func isLoopbackBind(bind string) bool {
+	if bind == "" || bind == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(bind)
+	return ip != nil && ip.IsLoopback()
+}
+
+// warnGeneratedClusterKey logs once, at Warn, that the node made up its cluster key. The
+// key itself is not logged: it changes at every start, so it is no key to give to
+// other nodes.
+func (f *serverFlags) warnGeneratedClusterKey(logger hclog.Logger, cc *node.ClusterConfig) {
+	if f.clusterKey != "" || len(cc.Key) == 0 {
+		return
+	}
+	logger.Warn("no cluster key configured on a non-loopback bind; generated a random one, so no other node can join this one (nor can it join them): set the same key on every node with TAGCACHE_CLUSTER_KEY (or --cluster-key, or cluster-key in --config)",
+		"bind", f.bind)
+}
+
+func (f *serverFlags) validateCluster() error {
+	port := func(name string, p int) error {
+		if p < 0 || p > 65535 {
+			return fmt.Errorf("--%s must be 0..65535, got %d", name, p)
+		}
+		return nil
+	}
+	positive := func(name string, d time.Duration) error {
+		if d <= 0 {
+			return fmt.Errorf("--%s must be positive, got %s", name, d)
+		}
+		return nil
+	}
+	if err := errors.Join(
+		port("gossip-port", f.gossipPort),
+		port("peer-port", f.peerPort),
+		positive("invalidation-timeout", f.invalidationTimeout),
+		positive("forward-timeout", f.forwardTimeout),
+		positive("dead-forget", f.deadForget),
+	); err != nil {
+		return err
+	}
+	switch {
+	case f.gossipPort != 0 && f.gossipPort == f.peerPort:
+		return fmt.Errorf("--gossip-port and --peer-port are both %d: they must differ", f.gossipPort)
+	case strings.TrimSpace(f.nodeName) != f.nodeName:
+		return fmt.Errorf("--node-name must not start or end with spaces, got %q", f.nodeName)
+	case strings.TrimSpace(f.clusterName) == "":
+		return errors.New("--cluster-name must not be empty")
+	case f.clusterPreset != "" && f.clusterPreset != "local" && f.clusterPreset != "lan":
+		return fmt.Errorf("--cluster-preset must be local or lan (or empty for auto), got %q", f.clusterPreset)
+	}
+	if f.advertise != "" {
+		if _, _, err := net.SplitHostPort(f.advertise); err == nil {
+			return fmt.Errorf("--advertise is an address without a port (the ports are --gossip-port and --peer-port), got %q", f.advertise)
+		}
+	}
+	for _, peer := range splitList(f.join) {
+		if err := checkJoinAddress(peer); err != nil {
+			return fmt.Errorf("--join: %w", err)
+		}
+	}
+	if f.join != "" && f.clusterKey == "" && !isLoopbackBind(f.bind) {
+		return errors.New("--join needs the cluster's key on a non-loopback --bind: set TAGCACHE_CLUSTER_KEY (or --cluster-key)")
+	}
+	return nil
+}
+
+// checkJoinAddress checks one --join entry: host:port or dns+name:port.
+func checkJoinAddress(peer string) error {
+	host, port, err := net.SplitHostPort(strings.TrimPrefix(peer, "dns+"))
+	if err != nil {
+		return fmt.Errorf("%q: want host:port or dns+name:port (the peer's --gossip-port, %d by default)", peer, node.DefaultGossipPort)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: no host", peer)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port must be 1..65535", peer)
 	}
 	return nil
 }
@@ -251,7 +413,9 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 	if procs := autoGOMAXPROCS(f.gomaxprocs, runtime.NumCPU(), os.Getenv("GOMAXPROCS")); procs > 0 {
 		runtime.GOMAXPROCS(procs)
 	}
-	n, err := node.New(f.nodeConfig(logger))
+	cfg := f.nodeConfig(logger)
+	f.warnGeneratedClusterKey(logger, cfg.Cluster)
+	n, err := node.New(cfg)
 	if err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1
@@ -267,7 +431,7 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 		debug.SetMemoryLimit(soft)
 		logger.Debug("go soft memory limit set", "bytes", soft)
 	}
-	logger.Info("node ready", "version", version, "partitions", f.partitions, "max_memory", f.maxMemory.String(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	logger.Info("node ready", "version", version, "node", cfg.Cluster.NodeName, "partitions", f.partitions, "max_memory", f.maxMemory.String(), "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)

@@ -5,9 +5,13 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/tagcache/tagcache/cache"
 	"github.com/tagcache/tagcache/node"
@@ -173,6 +177,166 @@ func TestAutoGOMAXPROCSPrefersFlagThenEnvThenOneOnSmallMachines(t *testing.T) {
 	} {
 		if got := autoGOMAXPROCS(c.flag, c.cpus, c.env); got != c.want {
 			t.Errorf("autoGOMAXPROCS(%d, %d, %q) = %d, want %d", c.flag, c.cpus, c.env, got, c.want)
+		}
+	}
+}
+
+// clusterConfigOf parses args and env as `tagcache server` does and returns the
+// node's cluster configuration.
+func clusterConfigOf(t *testing.T, args []string, env map[string]string) *node.ClusterConfig {
+	t.Helper()
+	f := newServerFlags(&bytes.Buffer{})
+	if err := f.parse(args, fakeEnv(env)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.validate(); err != nil {
+		t.Fatal(err)
+	}
+	cc := f.nodeConfig(hclog.NewNullLogger()).Cluster
+	if cc == nil {
+		t.Fatal("tagcache server built a standalone node: Config.Cluster is nil")
+	}
+	return cc
+}
+
+func TestServerClusterFlagsMapToClusterConfig(t *testing.T) {
+	cc := clusterConfigOf(t, []string{
+		"--bind", "10.1.2.3", "--node-name", "cache-a", "--gossip-port", "8946", "--peer-port", "8947",
+		"--advertise", "192.0.2.7", "--join", "10.1.2.4:8946, dns+tagcache-headless.default.svc:7946,",
+		"--cluster-key", "sekrit-sekrit-sekrit", "--cluster-name", "prod", "--cluster-preset", "local",
+		"--invalidation-timeout", "750ms", "--forward-timeout", "1500ms", "--dead-forget", "90s",
+	}, nil)
+	want := node.ClusterConfig{
+		NodeName: "cache-a", Bind: "10.1.2.3", Advertise: "192.0.2.7", GossipPort: 8946, PeerPort: 8947,
+		Join: []string{"10.1.2.4:8946", "dns+tagcache-headless.default.svc:7946"},
+		Key:  []byte("sekrit-sekrit-sekrit"), Name: "prod", Preset: "local",
+		InvalidationTimeout: 750 * time.Millisecond, ForwardTimeout: 1500 * time.Millisecond, DeadForget: 90 * time.Second,
+	}
+	if !reflect.DeepEqual(*cc, want) {
+		t.Errorf("cluster config\n got %+v\nwant %+v", *cc, want)
+	}
+}
+
+func TestServerClusterDefaults(t *testing.T) {
+	cc := clusterConfigOf(t, nil, nil)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^` + regexp.QuoteMeta(host) + `-[0-9a-f]{6}$`).MatchString(cc.NodeName) {
+		t.Errorf("node name %q, want %s-<6 hex digits>", cc.NodeName, host)
+	}
+	if other := clusterConfigOf(t, nil, nil).NodeName; other == cc.NodeName {
+		t.Errorf("two nodes both got the default name %q", other)
+	}
+	cc.NodeName = ""
+	want := node.ClusterConfig{
+		Bind: node.DefaultBind, GossipPort: 7946, PeerPort: 7947, Name: "tagcache",
+		InvalidationTimeout: 2 * time.Second, ForwardTimeout: 2 * time.Second, DeadForget: 5 * time.Minute,
+	}
+	// No key on loopback, no peers to join, the preset left to the node (local on loopback).
+	if !reflect.DeepEqual(*cc, want) {
+		t.Errorf("default cluster config\n got %+v\nwant %+v", *cc, want)
+	}
+}
+
+func TestServerClusterKeyFromEnvironmentOrConfigFile(t *testing.T) {
+	cc := clusterConfigOf(t, []string{"--bind", "0.0.0.0"}, map[string]string{"TAGCACHE_CLUSTER_KEY": "from-env"})
+	if string(cc.Key) != "from-env" {
+		t.Errorf("key %q, want the one in TAGCACHE_CLUSTER_KEY", cc.Key)
+	}
+	path := writeConfig(t, "cluster-key = \"from file\"\njoin = 10.0.0.1:7946\n")
+	cc = clusterConfigOf(t, []string{"--config", path, "--bind", "0.0.0.0"}, nil)
+	if string(cc.Key) != "from file" || len(cc.Join) != 1 {
+		t.Errorf("key %q, join %q; want the config file's", cc.Key, cc.Join)
+	}
+}
+
+func TestServerGeneratesAClusterKeyOnANonLoopbackBindAndWarnsWithoutShowingIt(t *testing.T) {
+	f := newServerFlags(&bytes.Buffer{})
+	if err := f.parse([]string{"--bind", "0.0.0.0"}, fakeEnv(nil)); err != nil {
+		t.Fatal(err)
+	}
+	cc := f.clusterConfig()
+	if len(cc.Key) < 16 {
+		t.Fatalf("generated key %q, want at least 16 random bytes", cc.Key)
+	}
+	if again := f.clusterConfig(); bytes.Equal(again.Key, cc.Key) {
+		t.Errorf("two starts generated the same key %q", cc.Key)
+	}
+	var logs bytes.Buffer
+	f.warnGeneratedClusterKey(hclog.New(&hclog.LoggerOptions{Output: &logs}), cc)
+	out := logs.String()
+	if strings.Count(out, "\n") != 1 || !strings.Contains(out, "[WARN]") || !strings.Contains(out, "TAGCACHE_CLUSTER_KEY") ||
+		!strings.Contains(out, "no other node can join") || strings.Contains(out, string(cc.Key)) {
+		t.Errorf("warning %q: want one Warn line that says how to set a key and does not show the generated one", out)
+	}
+
+	// A configured key is not generated, and not warned about.
+	logs.Reset()
+	f = newServerFlags(&bytes.Buffer{})
+	if err := f.parse([]string{"--bind", "0.0.0.0", "--cluster-key", "k"}, fakeEnv(nil)); err != nil {
+		t.Fatal(err)
+	}
+	f.warnGeneratedClusterKey(hclog.New(&hclog.LoggerOptions{Output: &logs}), f.clusterConfig())
+	if logs.Len() != 0 {
+		t.Errorf("warned about a configured key: %q", logs.String())
+	}
+}
+
+func TestServerClusterFlagsRejectBadValues(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--gossip-port", "65536"}, "--gossip-port must be 0..65535"},
+		{[]string{"--peer-port", "-1"}, "--peer-port must be 0..65535"},
+		{[]string{"--gossip-port", "7000", "--peer-port", "7000"}, "--gossip-port and --peer-port are both 7000"},
+		{[]string{"--cluster-preset", "wan"}, `--cluster-preset must be local or lan (or empty for auto), got "wan"`},
+		{[]string{"--invalidation-timeout", "0s"}, "--invalidation-timeout must be positive"},
+		{[]string{"--forward-timeout", "-1s"}, "--forward-timeout must be positive"},
+		{[]string{"--dead-forget", "0s"}, "--dead-forget must be positive"},
+		{[]string{"--cluster-name", ""}, "--cluster-name must not be empty"},
+		{[]string{"--node-name", " a"}, "--node-name must not start or end with spaces"},
+		{[]string{"--advertise", "10.0.0.1:7946"}, "--advertise is an address without a port"},
+		{[]string{"--join", "10.0.0.1"}, `--join: "10.0.0.1": want host:port or dns+name:port`},
+		{[]string{"--join", "a:1,dns+:7946"}, `--join: "dns+:7946": no host`},
+		{[]string{"--join", "a:http"}, `--join: "a:http": port must be 1..65535`},
+		{[]string{"--join", "a:0"}, `--join: "a:0": port must be 1..65535`},
+		{[]string{"--bind", "0.0.0.0", "--join", "a:7946"}, "--join needs the cluster's key on a non-loopback --bind"},
+	} {
+		f := newServerFlags(&bytes.Buffer{})
+		if err := f.parse(c.args, fakeEnv(nil)); err != nil {
+			t.Errorf("%q: parse: %v", c.args, err)
+			continue
+		}
+		if err := f.validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want one containing %q", c.args, err, c.want)
+		}
+	}
+	// Through the command: exit 2 and the message.
+	r := tagcache("server", "--cluster-preset", "wan")
+	if r.code != 2 || !strings.Contains(r.stderr, "tagcache server: --cluster-preset must be local or lan") {
+		t.Errorf("server --cluster-preset wan: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestServerHelpListsTheClusterFlagsWithTheirDefaults(t *testing.T) {
+	r := tagcache("server", "--help")
+	help := r.stdout
+	for _, want := range []string{
+		"\n  -node-name string\n", "<hostname>-<6 random hex digits>",
+		"\n  -gossip-port int\n", "(default 7946)",
+		"\n  -peer-port int\n", "(default 7947)",
+		"\n  -advertise string\n", "\n  -join string\n", "dns+name:port",
+		"\n  -cluster-key string\n", "Prefer TAGCACHE_CLUSTER_KEY to this flag",
+		"\n  -cluster-name string\n", `(default "tagcache")`,
+		"\n  -cluster-preset string\n", "local on a loopback --bind, else lan",
+		"\n  -invalidation-timeout duration\n", "\n  -forward-timeout duration\n", "(default 2s)",
+		"\n  -dead-forget duration\n", "(default 5m0s)",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("server --help lacks %q", want)
 		}
 	}
 }

@@ -1,0 +1,687 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tagcache/tagcache/cache"
+	"github.com/tagcache/tagcache/transport"
+)
+
+// In-process clusters: every node on loopback with free ports and the local preset.
+
+type testCluster struct {
+	t     testing.TB
+	nodes []*Node
+	key   []byte
+}
+
+func clusterLogger(t testing.TB, name string) hclog.Logger {
+	if testing.Verbose() {
+		return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: &testLogWriter{t: t}})
+	}
+	return hclog.NewNullLogger()
+}
+
+type testLogWriter struct{ t testing.TB }
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newClusterNode starts a cluster member named name that joins join (none: alone).
+func newClusterNode(t testing.TB, name string, key []byte, join ...string) *Node {
+	t.Helper()
+	cfg := Config{Bind: "127.0.0.1", Logger: clusterLogger(t, name),
+		Cluster: &ClusterConfig{NodeName: name, Key: key, Join: join, Preset: "local"}}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if n.router.isClosed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n.Shutdown(ctx)
+	})
+	return n
+}
+
+func startCluster(t testing.TB, size int) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, key: []byte("test cluster key")}
+	c.nodes = append(c.nodes, newClusterNode(t, "n0", c.key))
+	for i := 1; i < size; i++ {
+		c.add()
+	}
+	return c
+}
+
+// add starts one more member, joined through the first, and waits until settled.
+func (c *testCluster) add() *Node {
+	c.t.Helper()
+	n := newClusterNode(c.t, fmt.Sprintf("n%d", len(c.nodes)), c.key, c.nodes[0].router.ml.Addr())
+	c.nodes = append(c.nodes, n)
+	c.settled(c.nodes)
+	return n
+}
+
+// settled waits until every node of live has the same members and every partition is
+// held by exactly its owner.
+func (c *testCluster) settled(live []*Node) {
+	c.t.Helper()
+	waitSettled(c.t, live)
+}
+
+func waitSettled(t testing.TB, live []*Node) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "the cluster settles", func() bool {
+		var names []string
+		for _, n := range live {
+			names = append(names, n.router.self)
+		}
+		for _, n := range live {
+			if strings.Join(n.router.view.Load().names, ",") != strings.Join(sortedCopy(names), ",") {
+				return false
+			}
+			if ok, _ := n.router.Ready(); !ok {
+				return false
+			}
+		}
+		rg := live[0].router.ring.Load()
+		for p := 0; p < rg.Partitions(); p++ {
+			for _, n := range live {
+				if n.router.parts[p].held.Load() != (rg.Owner(p) == n.router.self) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
+}
+
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not true within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ownerOf returns the node that holds key.
+func (c *testCluster) ownerOf(key string) *Node {
+	name := c.nodes[0].router.ring.Load().OwnerOf(key)
+	for _, n := range c.nodes {
+		if n.router.self == name {
+			return n
+		}
+	}
+	c.t.Fatalf("no node named %s", name)
+	return nil
+}
+
+// text is a minimal text-protocol client.
+type textConn struct {
+	t testing.TB
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialTextProto(t testing.TB, n *Node) *textConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", n.Addr("tcp").String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &textConn{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+func (c *textConn) do(line string) string {
+	c.t.Helper()
+	c.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c.c, line+"\n"); err != nil {
+		c.t.Fatal(err)
+	}
+	reply, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("%q: %v", line, err)
+	}
+	return strings.TrimSuffix(reply, "\n")
+}
+
+func httpGetJSON(t testing.TB, n *Node, path string, into any) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+n.Addr("http").String()+path, nil)
+	req.SetBasicAuth(DefaultUsername, DefaultPassword)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if into != nil {
+		if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func TestClusterRoutesEveryKeyFromEveryNodeOnEveryProtocol(t *testing.T) {
+	c := startCluster(t, 3)
+	const keys = 60
+	for i := range keys {
+		n := c.nodes[i%3]
+		if got := dialTextProto(t, n).do(fmt.Sprintf("PUT\tk%d\t-\t-\tv%d", i, i)); got != "OK" {
+			t.Fatalf("PUT through %s: %q", n.router.self, got)
+		}
+	}
+	for _, n := range c.nodes {
+		text, resp := dialTextProto(t, n), dialRESP(t, n)
+		for i := range keys {
+			key, want := fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i)
+			if got := text.do("GET\t" + key); got != "VALUE\t"+want {
+				t.Fatalf("text GET %s through %s: %q", key, n.router.self, got)
+			}
+			resp.expect(want, "GET", key)
+			var body struct {
+				Value string `json:"value"`
+			}
+			if code := httpGetJSON(t, n, "/get/"+key, &body); code != 200 || body.Value != want {
+				t.Fatalf("http GET %s through %s: %d %q", key, n.router.self, code, body.Value)
+			}
+		}
+	}
+	// Each key lives on its owner only.
+	for i := range keys {
+		key := fmt.Sprintf("k%d", i)
+		owner := c.ownerOf(key)
+		for _, n := range c.nodes {
+			if _, ok := n.store.Get(key); ok != (n == owner) {
+				t.Fatalf("%s in the store of %s: %v (owner %s)", key, n.router.self, ok, owner.router.self)
+			}
+		}
+	}
+	// Forwarded writes keep their semantics: ADD, INCR, errors.
+	for _, n := range c.nodes {
+		text := dialTextProto(t, n)
+		if got := text.do("ADD\tk1\t-\t-\tx"); got != "EXISTS" {
+			t.Fatalf("ADD through %s: %q", n.router.self, got)
+		}
+		if got := text.do("INCR\tk1"); got != "ERR value is not an integer" && !strings.HasPrefix(got, "ERR") {
+			t.Fatalf("INCR of a non-integer through %s: %q", n.router.self, got)
+		}
+		if got := text.do("INCR\tcounter\t5"); !strings.HasPrefix(got, "VALUE\t") {
+			t.Fatalf("INCR through %s: %q", n.router.self, got)
+		}
+	}
+	if got := dialTextProto(t, c.nodes[0]).do("GET\tcounter"); got != "VALUE\t15" {
+		t.Fatalf("counter after three INCR 5 through three nodes: %q", got)
+	}
+}
+
+func TestClusterInvalidateTagThroughOneNodeRemovesOnAll(t *testing.T) {
+	c := startCluster(t, 3)
+	const keys = 90
+	for i := range keys {
+		tags := "other"
+		if i%2 == 0 {
+			tags = "user:42,other"
+		}
+		if got := dialTextProto(t, c.nodes[i%3]).do(fmt.Sprintf("PUT\tk%d\t-\t%s\tv", i, tags)); got != "OK" {
+			t.Fatal(got)
+		}
+	}
+	var kb []string
+	for _, n := range c.nodes {
+		got := dialTextProto(t, n).do("KEYS_BY_TAG\tuser:42")
+		kb = append(kb, got)
+		if n := strings.Count(got, ",") + 1; n != keys/2 {
+			t.Fatalf("KEYS_BY_TAG through %s lists %d keys, want %d: %q", "node", n, keys/2, got)
+		}
+	}
+	if got := dialTextProto(t, c.nodes[1]).do("INV_TAG\tuser:42"); got != fmt.Sprintf("INV_TAG\t%d", keys/2) {
+		t.Fatalf("INV_TAG: %q", got)
+	}
+	for _, n := range c.nodes {
+		text := dialTextProto(t, n)
+		for i := range keys {
+			got := text.do(fmt.Sprintf("GET\tk%d", i))
+			if (i%2 == 0) != (got == "NF") {
+				t.Fatalf("GET k%d through %s after INV_TAG: %q", i, n.router.self, got)
+			}
+		}
+		if got := text.do("KEYS_BY_TAG\tuser:42"); got != "KEYS\t" && got != "KEYS" {
+			t.Fatalf("KEYS_BY_TAG after INV_TAG through %s: %q", n.router.self, got)
+		}
+	}
+	// STATS totals the cluster: every PUT and every removal once.
+	stats := dialTextProto(t, c.nodes[2]).do("STATS")
+	if !strings.Contains(stats, fmt.Sprintf("STATS\t%d\t", 0)) && !strings.Contains(stats, "\t") {
+		t.Fatalf("STATS: %q", stats)
+	}
+	for _, n := range c.nodes { // Items counts entries until the background removal ends
+		n.store.WaitReclaim()
+	}
+	var st StatsReply
+	httpGetJSON(t, c.nodes[0], "/stats", &st)
+	if st.Items != keys/2 || st.Puts != keys || st.Invalidations != keys/2 {
+		t.Fatalf("cluster stats: %+v, want items %d puts %d invalidations %d", st, keys/2, keys, keys/2)
+	}
+	// FLUSH through one node empties all.
+	if got := dialTextProto(t, c.nodes[0]).do("FLUSH"); got != fmt.Sprintf("FLUSH\t%d", keys/2) {
+		t.Fatalf("FLUSH: %q", got)
+	}
+	for _, n := range c.nodes {
+		if n.store.Stats().Items != 0 {
+			t.Fatalf("%s still has entries after FLUSH", n.router.self)
+		}
+	}
+}
+
+func TestClusterViewsAndReadiness(t *testing.T) {
+	c := startCluster(t, 3)
+	var members struct {
+		Members []MemberInfo `json:"members"`
+	}
+	httpGetJSON(t, c.nodes[1], "/cluster/members", &members)
+	if len(members.Members) != 3 {
+		t.Fatalf("members: %+v", members)
+	}
+	total := 0
+	for _, m := range members.Members {
+		if m.State != "alive" || m.Stats == nil || m.Peer == "" || m.HTTP == "" {
+			t.Fatalf("member %+v", m)
+		}
+		total += m.Partitions
+	}
+	for _, n := range c.nodes[1:] {
+		if rtt, err := c.nodes[0].router.Ping(context.Background(), n.router.self); err != nil {
+			t.Fatalf("ping %s: %v", n.router.self, err)
+		} else {
+			t.Logf("peer transport round trip to %s: %v", n.router.self, rtt)
+		}
+	}
+	var ri RingInfo
+	httpGetJSON(t, c.nodes[2], "/cluster/ring", &ri)
+	if total != ri.Partitions || len(ri.Owners) != ri.Partitions || len(ri.Members) != 3 {
+		t.Fatalf("ring %d partitions, %d owners, members %v; members own %d", ri.Partitions, len(ri.Owners), ri.Members, total)
+	}
+	if code := httpGetJSON(t, c.nodes[0], "/ready", nil); code != 200 {
+		t.Fatalf("/ready: %d", code)
+	}
+}
+
+// load runs writes and reads of keys through the given nodes until stop, counting
+// failures (an error reply or a wrong value; a miss is allowed only for never-written
+// keys).
+type load struct {
+	ops, failures atomic.Int64
+	mu            sync.Mutex
+	firstFailure  string
+	stop          chan struct{}
+	wg            sync.WaitGroup
+}
+
+func startLoad(t *testing.T, through []*Node, keys int) *load {
+	l := &load{stop: make(chan struct{})}
+	for w, n := range through {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			text := dialTextProto(t, n)
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("load%d", (i*7+w)%keys)
+				value := fmt.Sprintf("w%d-%d", w, i)
+				got := text.do(fmt.Sprintf("PUT\t%s\t-\t-\t%s", key, value))
+				if got == "OK" {
+					got = text.do("GET\t" + key)
+					if !strings.HasPrefix(got, "VALUE\t") {
+						got = "GET after PUT: " + got
+					} else {
+						got = "OK"
+					}
+				}
+				l.ops.Add(1)
+				if got != "OK" {
+					l.failures.Add(1)
+					l.mu.Lock()
+					if l.firstFailure == "" {
+						l.firstFailure = got
+					}
+					l.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) finish() (ops, failures int64, first string) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.ops.Load(), l.failures.Load(), l.firstFailure
+}
+
+func TestClusterJoinHandsPartitionsOverAndKeepsTheData(t *testing.T) {
+	c := startCluster(t, 2)
+	const keys = 2000
+	text := dialTextProto(t, c.nodes[0])
+	for i := range keys {
+		if got := text.do(fmt.Sprintf("PUT\tj%d\t-\tjoin\tv%d", i, i)); got != "OK" {
+			t.Fatal(got)
+		}
+	}
+	l := startLoad(t, c.nodes, 50)
+	start := time.Now()
+	c.add()
+	t.Logf("third node settled in %v", time.Since(start))
+	ops, failures, first := l.finish()
+	t.Logf("load during the join: %d ops, %d failed (first: %q)", ops, failures, first)
+	if failures > 0 {
+		t.Errorf("%d of %d requests failed during the join; first: %q", failures, ops, first)
+	}
+	// Every key is still there, read through the new node, and lives on its owner.
+	newText := dialTextProto(t, c.nodes[2])
+	for i := range keys {
+		if got := newText.do(fmt.Sprintf("GET\tj%d", i)); got != fmt.Sprintf("VALUE\tv%d", i) {
+			t.Fatalf("j%d after the join: %q", i, got)
+		}
+	}
+	moved := 0
+	for i := range keys {
+		if c.ownerOf(fmt.Sprintf("j%d", i)) == c.nodes[2] {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatal("the new node owns none of the keys")
+	}
+	t.Logf("%d of %d keys moved to the new node", moved, keys)
+	if got := newText.do("KEYS_BY_TAG\tjoin"); strings.Count(got, ",")+1 != keys {
+		t.Fatalf("KEYS_BY_TAG after the join lists %d keys", strings.Count(got, ",")+1)
+	}
+}
+
+func TestClusterGracefulLeaveFailsNoRequest(t *testing.T) {
+	c := startCluster(t, 3)
+	const keys = 1000
+	text := dialTextProto(t, c.nodes[0])
+	for i := range keys {
+		if got := text.do(fmt.Sprintf("PUT\tg%d\t-\t-\tv%d", i, i)); got != "OK" {
+			t.Fatal(got)
+		}
+	}
+	l := startLoad(t, c.nodes[:2], 50)
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	leaving := c.nodes[2]
+	start := time.Now()
+	if err := leaving.Shutdown(ctx); err != nil {
+		t.Fatalf("graceful shutdown: %v", err)
+	}
+	t.Logf("graceful leave took %v", time.Since(start))
+	c.settled(c.nodes[:2])
+	ops, failures, first := l.finish()
+	t.Logf("load during the leave: %d ops, %d failed (first: %q)", ops, failures, first)
+	if failures > 0 {
+		t.Errorf("%d of %d requests failed during a graceful leave; first: %q", failures, ops, first)
+	}
+	for i := range keys {
+		if got := text.do(fmt.Sprintf("GET\tg%d", i)); got != fmt.Sprintf("VALUE\tv%d", i) {
+			t.Fatalf("g%d after the leave: %q", i, got)
+		}
+	}
+}
+
+func TestClusterCrashIsDetectedAndRoutedAround(t *testing.T) {
+	c := startCluster(t, 3)
+	victim := c.nodes[2]
+	var key string
+	for i := 0; ; i++ {
+		key = fmt.Sprintf("c%d", i)
+		if c.ownerOf(key) == victim {
+			break
+		}
+	}
+	text := dialTextProto(t, c.nodes[0])
+	if got := text.do("PUT\t" + key + "\t-\t-\tbefore"); got != "OK" {
+		t.Fatal(got)
+	}
+	start := time.Now()
+	victim.crash()
+	// Until the failure is detected a GET misses and a write fails fast; then the new
+	// owner serves.
+	var firstErr string
+	waitFor(t, 10*time.Second, "writes to the crashed node's key succeed again", func() bool {
+		got := text.do("PUT\t" + key + "\t-\t-\tafter")
+		if got != "OK" && firstErr == "" {
+			firstErr = got
+		}
+		return got == "OK"
+	})
+	t.Logf("crash routed around after %v (first failed write: %q)", time.Since(start).Round(time.Millisecond), firstErr)
+	if firstErr != "" && !strings.Contains(firstErr, "unreachable") && !strings.Contains(firstErr, "no holder") && !strings.Contains(firstErr, "not a live member") {
+		t.Errorf("a write to a crashed owner failed with %q; want an error naming the cause", firstErr)
+	}
+	c.settled(c.nodes[:2])
+	for _, n := range c.nodes[:2] {
+		if got := dialTextProto(t, n).do("GET\t" + key); got != "VALUE\tafter" {
+			t.Fatalf("GET through %s after recovery: %q", n.router.self, got)
+		}
+	}
+}
+
+func TestClusterNodeWithoutTheKeyIsRefused(t *testing.T) {
+	c := startCluster(t, 2)
+	intruder := newClusterNode(t, "intruder", []byte("another key"), c.nodes[0].router.ml.Addr())
+	time.Sleep(2 * time.Second)
+	if got := len(intruder.router.view.Load().names); got != 1 {
+		t.Fatalf("the intruder sees %d members", got)
+	}
+	if got := len(c.nodes[0].router.view.Load().names); got != 2 {
+		t.Fatalf("the cluster sees %d members after the intruder tried", got)
+	}
+	// Nor does the transport accept it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	peer := c.nodes[0].router.view.Load().peer[c.nodes[0].router.self]
+	_ = peer
+	addr := c.nodes[1].router.view.Load().peer["n0"]
+	if _, err := intruder.router.tc.Call(ctx, addr, kindStats, nil); err == nil {
+		t.Fatal("a peer without the cluster key got a reply from the transport")
+	}
+}
+
+// keyOwnedBy returns a key with prefix that n owns.
+func (c *testCluster) keyOwnedBy(n *Node, prefix string) string {
+	for i := 0; ; i++ {
+		key := fmt.Sprintf("%s%d", prefix, i)
+		if c.ownerOf(key) == n {
+			return key
+		}
+	}
+}
+
+// A member that was cut off (declared dead) and comes back with the store it had must
+// not serve anything it missed meanwhile: an invalidation, an overwrite, a delete.
+func TestClusterRejoinNeverServesWhatItMissed(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	victim := c.nodes[2]
+	kStale, kOver, kDel := c.keyOwnedBy(victim, "stale"), c.keyOwnedBy(victim, "over"), c.keyOwnedBy(victim, "del")
+	r0 := c.nodes[0].router
+	for key, tags := range map[string][]string{kStale: {"t"}, kOver: nil, kDel: nil} {
+		if err := r0.Put(ctx, key, []byte("old"), 0, tags); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := victim.store.Get(kStale); !ok {
+		t.Fatal("the victim does not hold its key")
+	}
+
+	// Cut the victim off: gossip and transport stop, its store stays as it was.
+	old := victim.router
+	gossip, peer := old.ml.Addr(), r0.view.Load().peer[old.self]
+	old.Close()
+	c.settled(c.nodes[:2])
+	if err := r0.Put(ctx, kOver, []byte("new"), 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.nodes[1].router.InvalidateTag(ctx, "t"); err != nil || n != 0 {
+		// kStale's partition was claimed empty: nothing to remove, but it must succeed.
+		t.Fatalf("INV_TAG while the victim is dead: %d, %v", n, err)
+	}
+	if _, err := r0.Del(ctx, kDel); err != nil {
+		t.Fatal(err)
+	}
+
+	// The victim comes back on the same ports with its old store.
+	cc := old.cfg
+	_, gp, _ := net.SplitHostPort(gossip)
+	_, pp, _ := net.SplitHostPort(peer)
+	fmt.Sscan(gp, &cc.GossipPort)
+	fmt.Sscan(pp, &cc.PeerPort)
+	cc.Join = []string{r0.ml.Addr()}
+	back, err := newRouter(cc, victim.store, clusterLogger(t, "back"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.start(nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	victim.router = back
+	c.settled(c.nodes)
+	for _, n := range c.nodes {
+		r := n.router
+		if v, ok, _ := r.Get(ctx, kStale); ok {
+			t.Errorf("%s serves %s=%q, invalidated while its owner was away", r.self, kStale, v)
+		}
+		if v, _, _ := r.Get(ctx, kOver); string(v) != "new" {
+			t.Errorf("%s serves %s=%q, overwritten with \"new\" while its owner was away", r.self, kOver, v)
+		}
+		if v, ok, _ := r.Get(ctx, kDel); ok {
+			t.Errorf("%s serves %s=%q, deleted while its owner was away", r.self, kDel, v)
+		}
+	}
+}
+
+// An invalidation a member did not acknowledge fails with an error naming it, and the
+// retry queue delivers it once the member is reachable again.
+func TestClusterUnacknowledgedInvalidationNamesThePeerAndIsRetried(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	victim := c.nodes[2]
+	key := c.keyOwnedBy(victim, "k")
+	r0 := c.nodes[0].router
+	if err := r0.Put(ctx, key, []byte("v"), 0, []string{"t"}); err != nil {
+		t.Fatal(err)
+	}
+	// The victim's peer transport goes away; its gossip stays, so it is not declared dead.
+	peer := r0.view.Load().peer[victim.router.self]
+	victim.router.ts.Close()
+	start := time.Now()
+	_, err := r0.InvalidateTag(ctx, "t")
+	if err == nil || !strings.Contains(err.Error(), victim.router.self) {
+		t.Fatalf("INV_TAG with an unreachable member: %v, want an error naming %s", err, victim.router.self)
+	}
+	t.Logf("INV_TAG failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if _, ok := victim.store.Get(key); !ok {
+		t.Fatal("the unreachable member applied the invalidation")
+	}
+	if got := r0.retry.Pending()[victim.router.self]; got != 1 {
+		t.Fatalf("retry queue for the victim holds %d invalidations, want 1", got)
+	}
+	// The transport comes back on the same port: the retry lands.
+	ts, err := transport.NewServer(transport.Config{Name: victim.router.self, ClusterKey: c.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim.router.handle(ts)
+	if _, err := ts.Listen(peer); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ts.Close() })
+	waitFor(t, 10*time.Second, "the retried invalidation reaches the member", func() bool {
+		_, ok := victim.store.Get(key)
+		return !ok
+	})
+	waitFor(t, 5*time.Second, "the retry queue empties", func() bool { return len(r0.retry.Pending()) == 0 })
+}
+
+// A fenced node (its lease lapsed, or it sees only a minority) serves no data and vouches
+// for no invalidation: the members it cannot reach may be alive and serving (promises 2
+// and 3). The router is not started, so nothing lifts the fence behind the test's back.
+func TestClusterFencedNodeServesNothingAndRefusesInvalidations(t *testing.T) {
+	store, err := cache.New(cache.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	r, err := newRouter(ClusterConfig{NodeName: "alone", Bind: "127.0.0.1", ForwardTimeout: time.Second,
+		InvalidationTimeout: time.Second, DeadForget: time.Minute, HandoffBatch: 8}, store, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	if err := r.Put(ctx, "k", []byte("v"), 0, []string{"t"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, _ := r.Get(ctx, "k"); !ok || string(v) != "v" {
+		t.Fatalf("GET before the fence: %q %v", v, ok)
+	}
+
+	r.fenced.Store(true)
+	if v, ok, err := r.Get(ctx, "k"); ok || err != nil {
+		t.Errorf("GET on a fenced node: %q %v %v, want a miss", v, ok, err)
+	}
+	if err := r.Put(ctx, "k", []byte("w"), 0, nil); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("PUT on a fenced node: %v, want ErrUnavailable", err)
+	}
+	for name, inv := range map[string]func() (int, error){
+		"INV_TAG":  func() (int, error) { return r.InvalidateTag(ctx, "t") },
+		"INV_KEYS": func() (int, error) { return r.InvalidateKeys(ctx, []string{"k"}) },
+		"FLUSH":    func() (int, error) { return r.Flush(ctx) },
+	} {
+		if _, err := inv(); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s on a fenced node: %v, want ErrUnavailable", name, err)
+		}
+	}
+}
