@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/tagcache
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-FUZZTIME  ?= 20s
+FUZZTIME  ?= 20s# a duration (20s) or a count of executions (20000x)
 BENCHTIME ?= 1s
 
 .PHONY: help build run test race fuzz bench bench-compare lint clean
@@ -23,7 +23,7 @@ test: ## every test that needs no root and no network beyond loopback
 race: ## the tests under the race detector
 	$(GO) test -count=1 -race ./...
 
-fuzz: ## each fuzz target for FUZZTIME (default 20s)
+fuzz: ## each fuzz target for FUZZTIME (default 20s; CI uses a count, see .ci/run)
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
@@ -49,3 +49,60 @@ lint: ## gofmt, go vet and go mod tidy must leave nothing to change
 
 clean: ## remove build output
 	rm -rf bin
+
+# deploy/: the Helm chart, the container image and the systemd unit.
+IMAGE ?= ghcr.io/tagcache/tagcache
+
+.PHONY: chart-test image
+
+chart-test: build ## deploy/: helm lint + template (pinned Helm), strict Kubernetes types, the chart's args on a real node
+	cd deploy/tools && $(GO) mod tidy -diff && $(GO) vet ./... && \
+	  TAGCACHE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
+
+image: ## the container image from deploy/Dockerfile (needs a Docker engine)
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
+
+# cluster-tests/: the multi-process harness, its fault scenarios and a local cluster for
+# people. The suite starts real processes, so `make test` skips it (TAGCACHE_CLUSTER_TESTS
+# turns it on); the partition scenario needs root and nft, and says why it skips otherwise.
+# N nodes for cluster-up, node i on ports BASE_PORT+10i…+4; logs and state in CLUSTER_DIR;
+# DURATION of cluster-test-long in s, m or h (90s, 10m, 2h).
+N            ?= 3
+BASE_PORT    ?= 20000
+CLUSTER_DIR  ?= .cluster
+DURATION     ?= 10m
+LOCALCLUSTER := bin/localcluster
+
+.PHONY: cluster-test cluster-test-long cluster-up cluster-status cluster-down FORCE
+
+# CLUSTER_RUN selects the tests (a go test -run pattern): all of them by default.
+CLUSTER_RUN  ?= Harness|Scenario
+
+cluster-test: build ## the fault scenarios on a local 3-node cluster (a few minutes; logs in CLUSTER_DIR/test-logs)
+	@mkdir -p $(CLUSTER_DIR) && echo '*' > $(CLUSTER_DIR)/.gitignore
+	TAGCACHE_CLUSTER_TESTS=1 TAGCACHE_CLUSTER_BINARY=$(CURDIR)/$(BIN) TAGCACHE_CLUSTER_LOGS=$(CURDIR)/$(CLUSTER_DIR)/test-logs \
+	  $(GO) test -count=1 -v -timeout 15m -run '$(CLUSTER_RUN)' ./cluster-tests/
+
+cluster-test-long: build ## 5 nodes, random faults for DURATION (default 10m), every round checked
+	@mkdir -p $(CLUSTER_DIR) && echo '*' > $(CLUSTER_DIR)/.gitignore
+	@secs=$$(echo '$(DURATION)' | awk '/h$$/{print $$0*3600; next} /m$$/{print $$0*60; next} {print $$0+0}'); \
+	  if [ "$$secs" -le 0 ]; then echo "DURATION=$(DURATION): want e.g. 90s, 10m or 2h"; exit 2; fi; \
+	  set -x; TAGCACHE_CLUSTER_TESTS=1 TAGCACHE_CLUSTER_SOAK=$(DURATION) TAGCACHE_CLUSTER_BINARY=$(CURDIR)/$(BIN) \
+	  TAGCACHE_CLUSTER_LOGS=$(CURDIR)/$(CLUSTER_DIR)/test-logs \
+	  $(GO) test -count=1 -v -timeout $$((secs + 900))s -run 'TestSoak' ./cluster-tests/
+
+$(LOCALCLUSTER): FORCE
+	CGO_ENABLED=0 $(GO) build -o $(LOCALCLUSTER) ./cluster-tests/cmd/localcluster
+
+FORCE:
+
+cluster-up: build $(LOCALCLUSTER) ## start a cluster of N nodes (default 3) on loopback in the background; prints its addresses
+	@./$(LOCALCLUSTER) up -n $(N) -dir $(CLUSTER_DIR) -binary $(BIN) -base-port $(BASE_PORT)
+
+cluster-status: ## show the nodes of the cluster started by cluster-up
+	@test -x $(LOCALCLUSTER) || $(MAKE) --no-print-directory $(LOCALCLUSTER)
+	@./$(LOCALCLUSTER) status -dir $(CLUSTER_DIR)
+
+cluster-down: ## stop the cluster started by cluster-up (its logs stay in CLUSTER_DIR)
+	@test -x $(LOCALCLUSTER) || $(MAKE) --no-print-directory $(LOCALCLUSTER)
+	@./$(LOCALCLUSTER) down -dir $(CLUSTER_DIR)
