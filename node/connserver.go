@@ -63,8 +63,8 @@ func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
 		s.accepted.Add(1)
 		go func() {
 			defer s.untrack(c)
-			defer c.Close()
 			serveConn(c)
+			s.closeConn(c)
 		}()
 	}
 }
@@ -89,9 +89,45 @@ func (s *connServer) untrack(c net.Conn) {
 	s.active.Done()
 }
 
+// lingerTime bounds how long a closed connection's late input is read and discarded:
+// requests a client sent before it saw end-of-stream arrive within a round trip.
+const lingerTime = 250 * time.Millisecond
+
+// closeConn ends a connection the way clients can act on (docs/protocol.md, "Closing"):
+// every request the server read has been answered and flushed by now, so it sends
+// end-of-stream (FIN) and then reads and discards whatever the client had already sent,
+// until the client closes too or lingerTime passes. Closing at once with unread input
+// would reset the connection, and a reset can destroy replies still in flight to the
+// client; with the lingering close a client that meets end-of-stream knows that the
+// requests it has no reply for were never executed, and may resend them elsewhere.
+func (s *connServer) closeConn(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTime))
+	var buf [4096]byte
+	for {
+		if _, err := c.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	c.Close()
+}
+
+// abort resets c: a connection closed while a request may be running must not end with
+// the clean end-of-stream that tells a client its unanswered requests never ran.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
 // shutdown makes every connection run the requests it has already read, flush the
-// replies and close; connections still open when ctx ends are closed. It may be called
-// more than once, concurrently.
+// replies and close (closeConn); connections still open when ctx ends are reset. It may
+// be called more than once, concurrently.
 func (s *connServer) shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
@@ -112,7 +148,7 @@ func (s *connServer) shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.Close()
+			abort(c)
 		}
 		s.mu.Unlock()
 		<-done

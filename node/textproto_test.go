@@ -11,6 +11,7 @@ import (
 	"net"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1370,4 +1371,63 @@ func TestTextLinesBeforeAuthAreLimitedToFourKiB(t *testing.T) {
 	c.expect("PUT\tk\t-\t-\t"+strings.Repeat("v", 8<<10), "ERR line too long (limit 4096 bytes)")
 	c.expect("AUTH\tu\tp", "OK")
 	c.expect("PUT\tk\t-\t-\t"+strings.Repeat("v", 8<<10), "OK")
+}
+
+// A client pipelining INCRs without pause while the node shuts down gets a reply for
+// every INCR that ran and then a clean end-of-stream, never a reset: the requests left
+// without a reply never ran (the counter equals the replies), so a client may resend them
+// anywhere (docs/protocol.md, "Closing").
+func TestTextShutdownUnansweredRequestsNeverRan(t *testing.T) {
+	for round := range 5 {
+		n, addr := startTextNode(t, node.Config{})
+		c := dialText(t, addr)
+		stop := make(chan struct{})
+		writer := make(chan struct{})
+		go func() {
+			defer close(writer)
+			batch := strings.Repeat("INCR\tc\n", 64)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c.writeErr(batch) != nil {
+					return
+				}
+			}
+		}()
+		var replies int64
+		for replies < 2000 { // the node is busy running them
+			if got := c.reply(); got != "VALUE\t"+strconv.FormatInt(replies+1, 10) {
+				t.Fatalf("round %d: reply %d: %q", round, replies+1, got)
+			}
+			replies++
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		done := make(chan error, 1)
+		go func() { done <- n.Shutdown(ctx) }()
+		for {
+			got, err := c.readLine()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("round %d: after %d replies: %v (want replies, then a clean end-of-stream)", round, replies, err)
+			}
+			if got != "VALUE\t"+strconv.FormatInt(replies+1, 10) {
+				t.Fatalf("round %d: reply %d: %q", round, replies+1, got)
+			}
+			replies++
+		}
+		close(stop)
+		<-writer
+		if err := <-done; err != nil {
+			t.Fatalf("round %d: Shutdown: %v", round, err)
+		}
+		cancel()
+		if v, ok := n.Store().Get("c"); !ok || string(v) != strconv.FormatInt(replies, 10) {
+			t.Fatalf("round %d: counter %q (found %v) after %d replies: a request ran without a reply", round, v, ok, replies)
+		}
+	}
 }
