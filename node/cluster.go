@@ -213,6 +213,11 @@ func (r *Router) start(clientAddrs map[string]net.Addr) error {
 
 // onEvent runs on memberlist's goroutine: note the event and wake the loop.
 func (r *Router) onEvent(ev MemberEvent) {
+	if ev.Kind == MemberJoin && ev.Meta.Peer != "" {
+		// Possibly a restart on the same address: dial it at once, not when the
+		// backoff of its predecessor's absence runs out.
+		r.tc.Redial(ev.Meta.Peer)
+	}
 	r.evMu.Lock()
 	r.events = append(r.events, ev)
 	r.evMu.Unlock()

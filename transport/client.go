@@ -133,6 +133,22 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Redial ends the backoff after failed dials to addr, so the next Call dials at once.
+// Membership calls it when a member at addr (re)joins: a node restarted on the same
+// address would otherwise be refused calls until the backoff of its predecessor's
+// absence ran out.
+func (c *Client) Redial(addr string) {
+	c.mu.Lock()
+	p := c.peers[addr]
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.backoff, p.retryAt = 0, time.Time{}
+	p.mu.Unlock()
+}
+
 // ctxErr is the error of a Call whose ctx is done.
 func ctxErr(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -557,3 +557,29 @@ func TestSilentPeerIsDroppedAtHandshakeDeadline(t *testing.T) {
 		return strings.Contains(serverLogs.String(), "peer refused")
 	})
 }
+
+// A peer that comes back on the same address is refused calls while the backoff of its
+// absence lasts; Redial ends the backoff, and the next call dials at once.
+func TestRedialEndsTheBackoffOfAPeerThatCameBack(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nobody listens: the dial is refused
+	ccfg, _ := testConfig(t, "client", testKey)
+	ccfg.ReconnectMin, ccfg.ReconnectMax = 10*time.Second, 10*time.Second
+	c := newClient(t, ccfg)
+	if _, err := c.Call(context.Background(), addr, kindEcho, []byte("x")); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("err = %v, want ErrUnreachable", err)
+	}
+	cfg, _ := testConfig(t, "server", testKey)
+	startServer(t, cfg, addr) // back on the same address
+	if _, err := c.Call(context.Background(), addr, kindEcho, []byte("x")); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("within the backoff: err = %v, want ErrUnreachable", err)
+	}
+	c.Redial(addr)
+	if got, err := c.Call(context.Background(), addr, kindEcho, []byte("x")); err != nil || string(got) != "x" {
+		t.Fatalf("after Redial: %q, %v", got, err)
+	}
+}
