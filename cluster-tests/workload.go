@@ -121,6 +121,7 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig) *History {
 		wg.Go(func() { h.add(c.loop(ctx)...) })
 	}
 	wg.Wait()
+	h.notRun = int(run.notRun.Load())
 	return h
 }
 
@@ -129,6 +130,7 @@ type workloadRun struct {
 	cfg    WorkloadConfig
 	runID  string       // makes values unique across runs against the same cluster
 	issued atomic.Int64 // operations begun, for MaxOps
+	notRun atomic.Int64 // operations a closing node refused unread (errNotRun), resent
 }
 
 // take reserves one operation of MaxOps; false when they are used up.
@@ -201,7 +203,10 @@ func (c *wlClient) loop(ctx context.Context) []Op {
 		case connBroken:
 			c.ops = append(c.ops, op)
 			c.drop()
-		case connNotSent:
+		case connNotSent, connNotRun:
+			if state == connNotRun {
+				c.run.notRun.Add(1)
+			}
 			c.run.untake()
 			c.drop()
 			c.backoff(ctx)
@@ -320,7 +325,21 @@ const (
 	connUsable  connState = iota
 	connBroken            // drop it; the operation's outcome is recorded
 	connNotSent           // drop it; the operation never left the client and is not recorded
+	connNotRun            // drop it; the node closed the connection without reading the operation: as connNotSent
 )
+
+// errNotRun: the node ended the stream (a clean end-of-stream, no reply byte) before
+// reading the request. A node closes connections that way only after answering every
+// request it read (docs/protocol.md, "Closing"), so the request never ran and is resent.
+var errNotRun = errors.New("the node closed the connection before reading the request")
+
+// notRun marks a clean end-of-stream met where a reply should begin.
+func notRun(got string, err error) error {
+	if got == "" && errors.Is(err, io.EOF) {
+		return errNotRun
+	}
+	return err
+}
 
 // opFailed records that op got no (usable) answer: its outcome is unknown.
 func opFailed(op *Op, err error) connState {
@@ -380,7 +399,7 @@ func (t *wlText) exchange(fields ...string) (string, error) {
 	}
 	line, err := t.r.ReadString('\n')
 	if err != nil {
-		return "", err
+		return "", notRun(line, err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil
 }
@@ -406,6 +425,9 @@ func (t *wlText) do(op *Op) connState {
 		fields = []string{op.Kind.String(), op.Tag}
 	}
 	reply, err := t.exchange(fields...)
+	if errors.Is(err, errNotRun) {
+		return connNotRun
+	}
 	if err != nil {
 		return opFailed(op, err)
 	}
@@ -526,7 +548,10 @@ func (r *wlRESP) exchange(args ...string) (wlRESPReply, error) {
 func (r *wlRESP) read(depth int) (wlRESPReply, error) {
 	line, err := r.r.ReadString('\n')
 	if err != nil {
-		return wlRESPReply{}, err
+		if depth > 0 {
+			return wlRESPReply{}, err
+		}
+		return wlRESPReply{}, notRun(line, err)
 	}
 	line = strings.TrimSuffix(line, "\r\n")
 	if line == "" || depth > 2 {
@@ -591,6 +616,9 @@ func (r *wlRESP) do(op *Op) connState {
 		args = []string{"TAG.KEYS", op.Tag}
 	}
 	rep, err := r.exchange(args...)
+	if errors.Is(err, errNotRun) {
+		return connNotRun
+	}
 	if err != nil {
 		return opFailed(op, err)
 	}
