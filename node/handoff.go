@@ -180,7 +180,7 @@ func (r *Router) handleWhoHolds(_ context.Context, _ string, req whoHoldsReq) (w
 			owners[i] = rg.Owner(p)
 		}
 	}
-	return whoHoldsReply{Held: held, Owners: owners}, nil
+	return whoHoldsReply{Held: held, Owners: owners, Members: r.view.Load().names}, nil
 }
 
 func (r *Router) addOutgoing(to string, d int) {
@@ -266,6 +266,8 @@ func (r *Router) settle(wanted []int) (waiting bool) {
 	var mu sync.Mutex
 	holders := map[int]string{}
 	disputed := map[int]bool{} // some member's ring gives the partition to another node
+	views := false             // some member sees other members than this node
+	mine := r.view.Load().names
 	err := r.each(ctx, func(ctx context.Context, name, addr string) error {
 		if name == r.self {
 			return nil
@@ -284,6 +286,11 @@ func (r *Router) settle(wanted []int) (waiting bool) {
 				disputed[wanted[i]] = true // includes "" from a fenced member
 			}
 		}
+		if rep.Members != nil && !slices.Equal(rep.Members, mine) {
+			// Right after a partition heals a member may already see a node this one
+			// does not see yet, which may hold the partition (it claimed it meanwhile).
+			views = true
+		}
 		return nil
 	})
 	if err != nil {
@@ -297,9 +304,10 @@ func (r *Router) settle(wanted []int) (waiting bool) {
 			storeName(&ps.holder, h)
 			continue
 		}
-		if disputed[p] {
-			// The members' rings disagree (a view still converging, e.g. right after a
-			// partition heals): claiming now could make a second holder. Wait.
+		if disputed[p] || views {
+			// The members' rings or views disagree (a view still converging, e.g.
+			// right after a partition heals): claiming now could make a second
+			// holder. Wait.
 			waiting = true
 			continue
 		}

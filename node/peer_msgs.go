@@ -216,6 +216,10 @@ type whoHoldsReply struct {
 	// Owners[i] is the owner of P[i] in the answering member's ring: a partition nobody
 	// holds is claimed only when every member agrees who owns it.
 	Owners []string `msgpack:"o,omitempty"`
+	// Members is the answering member's view (sorted names): a partition is claimed
+	// only when every member sees the same members, or a member the claimer does not
+	// see yet may hold it (absent in replies of older versions).
+	Members []string `msgpack:"m,omitempty"`
 }
 
 type pingReq struct{}

@@ -133,10 +133,12 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Redial ends the backoff after failed dials to addr, so the next Call dials at once.
-// Membership calls it when a member at addr (re)joins: a node restarted on the same
-// address would otherwise be refused calls until the backoff of its predecessor's
-// absence ran out.
+// Redial ends the backoff after failed dials to addr and drops its connections, so the
+// next Call dials afresh at once. The node calls it when a member at addr (re)joins: a
+// node restarted on the same address would otherwise be refused calls until the backoff
+// of its predecessor's absence ran out, and after a healed network partition the old
+// connections sit in TCP's retransmission backoff (seconds) while a new one answers at
+// once. Calls in flight on the dropped connections fail with ErrUnreachable.
 func (c *Client) Redial(addr string) {
 	c.mu.Lock()
 	p := c.peers[addr]
@@ -146,8 +148,20 @@ func (c *Client) Redial(addr string) {
 	}
 	p.mu.Lock()
 	p.backoff, p.retryAt = 0, time.Time{}
+	var conns []*clientConn
+	for i := range p.slots {
+		if cc := p.slots[i].cc; cc != nil {
+			conns = append(conns, cc)
+		}
+	}
 	p.mu.Unlock()
+	for _, cc := range conns {
+		cc.fail(errRedial)
+	}
 }
+
+// errRedial: the connection was dropped by Redial.
+var errRedial = errors.New("dropped: the peer rejoined")
 
 // ctxErr is the error of a Call whose ctx is done.
 func ctxErr(ctx context.Context) error {

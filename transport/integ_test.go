@@ -569,6 +569,7 @@ func TestRedialEndsTheBackoffOfAPeerThatCameBack(t *testing.T) {
 	ln.Close() // nobody listens: the dial is refused
 	ccfg, _ := testConfig(t, "client", testKey)
 	ccfg.ReconnectMin, ccfg.ReconnectMax = 10*time.Second, 10*time.Second
+	ccfg.ConnsPerPeer = 1 // one dial, over when the first Call returns
 	c := newClient(t, ccfg)
 	if _, err := c.Call(context.Background(), addr, kindEcho, []byte("x")); !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("err = %v, want ErrUnreachable", err)
@@ -580,6 +581,39 @@ func TestRedialEndsTheBackoffOfAPeerThatCameBack(t *testing.T) {
 	}
 	c.Redial(addr)
 	if got, err := c.Call(context.Background(), addr, kindEcho, []byte("x")); err != nil || string(got) != "x" {
+		t.Fatalf("after Redial: %q, %v", got, err)
+	}
+}
+
+// Redial drops the connections to a peer (after a healed partition they may sit in TCP's
+// retransmission backoff): a call waiting on one fails at once, and the next call is
+// answered on a new connection.
+func TestRedialDropsTheConnectionsToThePeer(t *testing.T) {
+	cfg, _ := testConfig(t, "server", testKey)
+	ts := startServer(t, cfg, "127.0.0.1:0")
+	ccfg, _ := testConfig(t, "client", testKey)
+	ccfg.RequestTimeout = 5 * time.Second
+	c := newClient(t, ccfg)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Call(context.Background(), ts.addr, kindBlock, nil)
+		errc <- err
+	}()
+	ts.waitEntered(t, 1)
+	start := time.Now()
+	c.Redial(ts.addr)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("the waiting call: err = %v, want ErrUnreachable", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the call waiting on the dropped connection did not fail")
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("the waiting call failed after %s, want at once", el)
+	}
+	if got, err := c.Call(context.Background(), ts.addr, kindEcho, []byte("y")); err != nil || string(got) != "y" {
 		t.Fatalf("after Redial: %q, %v", got, err)
 	}
 }
