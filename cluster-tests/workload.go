@@ -665,6 +665,7 @@ type wlHTTP struct {
 	client  *http.Client
 	timeout time.Duration
 	dels    uint64 // DELs sent: they alternate between DELETE /keys/{key} and /invalidate-key
+	closing bool   // the last reply said "Connection: close": the node is shutting down
 }
 
 func newWLHTTP(addr string, cfg WorkloadConfig) *wlHTTP {
@@ -757,6 +758,7 @@ func (h *wlHTTP) do(op *Op) connState {
 		return opFailed(op, err)
 	}
 	defer resp.Body.Close()
+	h.closing = resp.Close
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return opFailed(op, err)
@@ -817,6 +819,8 @@ func (h *wlHTTP) do(op *Op) connState {
 }
 
 // stale: net/http notices a connection the node closed, and retries a request that was
-// not sent on it.
-func (h *wlHTTP) stale() bool { return false }
+// not sent on it. A reply that closed its connection comes from a node that is shutting
+// down (node.Config.ShutdownDelay): like a load balancer, the client moves to another
+// node rather than dial this one again.
+func (h *wlHTTP) stale() bool { return h.closing }
 func (h *wlHTTP) close()      { h.tr.CloseIdleConnections() }

@@ -102,6 +102,9 @@ func (n *Node) httpHandler() http.Handler {
 	}
 	unknown := n.metrics.Command("http", "unknown")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.draining.Load() {
+			w.Header().Set("Connection", "close") // see Config.ShutdownDelay
+		}
 		mux.ServeHTTP(&muxErrorWriter{ResponseWriter: w, start: time.Now(), metrics: unknown}, r)
 	})
 }

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -828,4 +830,62 @@ func TestHTTPInvalidCursorIs422(t *testing.T) {
 	err := fmt.Errorf("%w %q", ErrInvalidCursor, "zz")
 	_, c := startHTTPNode(t, Config{}, func(n *Node) { n.backend = httpFailingBackend{err: err} })
 	c.expect("GET", "/keys?cursor=zz", "", 422, `{"error":"invalid field: cursor: invalid cursor \"zz\""}`)
+}
+
+// During Config.ShutdownDelay the node still answers HTTP, and each reply closes its
+// connection, so keep-alive clients move off (here: stop, as they would move to another
+// node) before idle connections are closed; clients sending POSTs without pause through
+// a shutdown never see one fail (a POST on a connection the server closes as idle fails
+// with EOF and is not retried).
+func TestHTTPShutdownDelayClosesConnectionsBeforeIdleOnesAreCut(t *testing.T) {
+	n, c := startHTTPNode(t, Config{ShutdownDelay: 300 * time.Millisecond})
+	var sent, closing atomic.Int64
+	stop := make(chan struct{})
+	failed := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("POST", c.base+"/put", strings.NewReader(`{"key":"k","value":"v"}`))
+				req.Header.Set("Authorization", httpAdminAuth)
+				resp, err := c.hc.Do(req)
+				if err != nil {
+					select {
+					case failed <- err:
+					default:
+					}
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				sent.Add(1)
+				if resp.Close {
+					// Like a load balancer: send no more to a node that is shutting down.
+					closing.Add(1)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-failed:
+		t.Fatalf("a request failed during the shutdown (after %d): %v", sent.Load(), err)
+	default:
+	}
+	if closing.Load() != 4 {
+		t.Fatalf("%d of 4 clients got a reply saying Connection: close during the shutdown delay (%d requests)", closing.Load(), sent.Load())
+	}
 }

@@ -48,6 +48,12 @@ type Config struct {
 	// IdleTimeout closes a text or RESP connection that sends nothing (or reads nothing
 	// of its replies) for this long.
 	IdleTimeout time.Duration
+	// ShutdownDelay is how long Shutdown keeps every listener serving after it began
+	// (counting the graceful leave), with HTTP responses saying "Connection: close" and
+	// text/RESP served as usual: HTTP clients move off their keep-alive connections
+	// before the node closes idle ones, which would race a request being sent (HTTP
+	// has no clean way to refuse one unread). 0: none.
+	ShutdownDelay time.Duration
 	// MaxLineBytes bounds one text-protocol line. 0 derives it from the cache limits:
 	// room for a maximal key, value and tag list.
 	MaxLineBytes int
@@ -109,7 +115,8 @@ type Node struct {
 	resp *respServer
 	http *http.Server
 
-	closing   atomic.Bool // Shutdown has begun
+	closing   atomic.Bool // Shutdown closes the listeners
+	draining  atomic.Bool // Shutdown has begun: HTTP responses close their connection
 	mu        sync.Mutex  // protects listeners and byKind
 	listeners []net.Listener
 	byKind    map[string]net.Addr
@@ -336,11 +343,21 @@ func (n *Node) closeListeners() {
 // Shutdown stops accepting connections, lets in-flight requests finish (until ctx ends,
 // after which remaining connections are closed), and stops the store's sweeper.
 func (n *Node) Shutdown(ctx context.Context) error {
+	began := time.Now()
+	n.draining.Store(true)
 	var errLeave error
 	if n.router != nil && n.router.ml != nil && !n.router.isClosed() {
 		// A graceful leave: partitions move to their new owners while the client servers
 		// still run (commands follow the partitions), then the node leaves memberlist.
 		errLeave = n.router.Leave(ctx)
+	}
+	if d := n.cfg.ShutdownDelay - time.Since(began); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
 	}
 	n.closing.Store(true)
 	n.closeListeners()

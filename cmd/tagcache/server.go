@@ -53,6 +53,7 @@ type serverFlags struct {
 	logLevel        string
 	logJSON         bool
 	shutdownTimeout time.Duration
+	shutdownDelay   time.Duration
 	gomaxprocs      int
 
 	// cluster membership: see addClusterFlags
@@ -97,6 +98,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	fs.BoolVar(&f.logJSON, "log-json", false, "write logs as JSON lines")
 	fs.IntVar(&f.gomaxprocs, "gomaxprocs", 0, "most CPUs running Go code at once (0: auto, 1 on a machine with 2 or fewer CPUs, else Go's default; $GOMAXPROCS wins over auto); see docs/performance.md")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long the graceful leave (handing partitions to their new owners) and in-flight requests may take before connections are closed")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 250*time.Millisecond, "on SIGTERM/SIGINT, how long every listener keeps serving (counting the graceful leave) while HTTP responses close their connections, so that HTTP clients leave their keep-alive connections before idle ones are closed; raise it where a load balancer needs time to stop sending new connections")
 	f.addClusterFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: tagcache server [flags]")
@@ -208,6 +210,7 @@ func (f *serverFlags) nodeConfig(logger hclog.Logger) node.Config {
 	c.TokenTTL = f.tokenTTL
 	c.MaxConnections = f.maxConnections
 	c.IdleTimeout = f.idleTimeout
+	c.ShutdownDelay = f.shutdownDelay
 	c.Cache.Partitions = f.partitions
 	c.Cache.MaxMemory = int64(f.maxMemory)
 	c.Cache.MaxKeyBytes = f.maxKeyBytes

@@ -65,6 +65,7 @@ log-level = debug
 		{"partitions (default)", f.partitions, cache.DefaultPartitions},
 		{"max-value-bytes (default)", int64(f.maxValueBytes), int64(cache.DefaultMaxValueBytes)},
 		{"shutdown-timeout (default)", f.shutdownTimeout, 30 * time.Second},
+		{"shutdown-delay (default)", f.shutdownDelay, 250 * time.Millisecond},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
