@@ -82,6 +82,7 @@ func newRouter(cc ClusterConfig, store *cache.Store, logger hclog.Logger) (*Rout
 		stop:          make(chan struct{}),
 	}
 	r.retry = newRetryQueues(r)
+	r.metrics = newClusterMetrics(cc.DeadForget)
 	r.lease.Store(noLease)
 	r.quorum.Store(true)
 	// Alone, the node holds everything; started to join a cluster, it holds nothing
@@ -98,6 +99,7 @@ func newRouter(cc ClusterConfig, store *cache.Store, logger hclog.Logger) (*Rout
 		tcfg.ConnsPerPeer = 1
 	}
 	tcfg.Logger = logger.Named("transport")
+	tcfg.OnCall = r.observePeerCall
 	var err error
 	if r.ts, err = transport.NewServer(tcfg); err != nil {
 		return nil, err
@@ -213,6 +215,7 @@ func (r *Router) start(clientAddrs map[string]net.Addr) error {
 
 // onEvent runs on memberlist's goroutine: note the event and wake the loop.
 func (r *Router) onEvent(ev MemberEvent) {
+	r.metrics.memberEvent(ev.Kind)
 	if ev.Kind == MemberJoin && ev.Meta.Peer != "" {
 		// Possibly a restart on the same address: dial it at once, not when the
 		// backoff of its predecessor's absence runs out.

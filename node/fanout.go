@@ -59,11 +59,14 @@ func (r *Router) invalidate(ctx context.Context, req invalidateReq) (int, error)
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.InvalidationTimeout)
 	defer cancel()
 	peers := slices.DeleteFunc(slices.Clone(v.names), func(n string) bool { return n == r.self })
+	fanout := time.Now()
 	n, errs := parallel(peers, func(name string) (int, error) { return r.sendInvalidation(ctx, name, req) })
+	r.metrics.observeFanout(fanout)
 	count += n
 	failed := slices.Sorted(maps.Keys(errs))
 	for _, name := range failed {
 		r.log.Warn("invalidation not acknowledged", "peer", name, "error", errs[name])
+		r.invalidationFailed(name)
 		r.retry.add(name, req)
 	}
 	if len(failed) > 0 {

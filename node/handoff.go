@@ -99,6 +99,7 @@ func (r *Router) handleHandoffEntries(_ context.Context, peer string, req handof
 		return handoffReply{}, fmt.Errorf("partition %d: entries without a handoff in progress", req.P)
 	}
 	n := 0
+	defer func() { r.metrics.handoffImported(n) }()
 	for i := range req.Entries {
 		e := req.Entries[i].entry()
 		if r.store.PartitionOf(e.Key) != req.P {
@@ -145,6 +146,7 @@ func (r *Router) handleHandoffCommit(_ context.Context, peer string, req handoff
 	storeName(&ps.movedTo, "")
 	storeName(&ps.holder, "")
 	ps.mu.Unlock()
+	r.metrics.handoffReceived()
 	r.log.Debug("received partition", "partition", req.P, "from", peer)
 	return handoffReply{}, nil
 }
@@ -253,6 +255,7 @@ func (r *Router) transfer(p int, to string) error {
 	storeName(&ps.movedTo, to)
 	r.store.DropPartition(p)
 	r.handedOut.Add(uint64(sent))
+	r.metrics.handoffSent(sent)
 	return nil
 }
 

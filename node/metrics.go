@@ -9,7 +9,8 @@ import (
 )
 
 // Metrics is a node's Prometheus registry: the store's statistics, read at scrape time,
-// and request counts and latency histograms per protocol and command.
+// request counts and latency histograms per protocol and command, and the cluster's
+// metrics (metrics_cluster.go).
 type Metrics struct {
 	Registry *prometheus.Registry
 	requests *prometheus.CounterVec
@@ -34,6 +35,7 @@ func NewMetrics(backend Backend) *Metrics {
 	m.Registry.MustRegister(m.requests, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		storeCollector{backend})
+	m.Registry.MustRegister(clusterCollectors(backend)...)
 	return m
 }
 

@@ -91,6 +91,8 @@ type Router struct {
 
 	fwdMisses atomic.Uint64 // GETs answered as misses because the owner was unreachable
 	handedOut atomic.Uint64 // entries sent in handoffs
+
+	metrics *clusterMetrics // forwarding, fan-out, handoff and membership metrics (metrics_cluster.go)
 }
 
 // partition is this node's state for one ring partition.
@@ -174,6 +176,7 @@ func (r *Router) exec(ctx context.Context, op keyOp) (keyReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ForwardTimeout)
 	defer cancel()
 	rep, err := transport.CallTyped[keyOp, keyReply](ctx, r.tc, addr, kindKeyOp, op)
+	r.countForward(target, op.Op, err)
 	if err == nil {
 		r.onContact()
 	}

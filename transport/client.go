@@ -46,7 +46,14 @@ func NewClient(cfg Config) (*Client, error) {
 // ErrUnreachable, ErrTimeout, ErrClosed, ErrFrameTooLarge, *RemoteError, or ctx's error,
 // wrapped with the address and kind.
 func (c *Client) Call(ctx context.Context, addr string, kind uint16, body []byte) ([]byte, error) {
+	var start time.Time
+	if c.cfg.OnCall != nil {
+		start = time.Now()
+	}
 	reply, err := c.call(ctx, addr, kind, body)
+	if c.cfg.OnCall != nil {
+		c.cfg.OnCall(addr, kind, time.Since(start), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("call %s kind %d: %w", addr, kind, err)
 	}

@@ -617,3 +617,40 @@ func TestRedialDropsTheConnectionsToThePeer(t *testing.T) {
 		t.Fatalf("after Redial: %q, %v", got, err)
 	}
 }
+
+func TestOnCallSeesEveryCallWithItsKindAndError(t *testing.T) {
+	cfg, _ := testConfig(t, "node-a", testKey)
+	ts := startServer(t, cfg, "127.0.0.1:0")
+	type call struct {
+		addr   string
+		kind   uint16
+		took   time.Duration
+		failed bool
+	}
+	var mu sync.Mutex
+	var calls []call
+	ccfg, _ := testConfig(t, "node-b", testKey)
+	ccfg.OnCall = func(addr string, kind uint16, took time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, call{addr, kind, took, err != nil})
+	}
+	c := newClient(t, ccfg)
+	if _, err := c.Call(context.Background(), ts.addr, kindEcho, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Call(context.Background(), ts.addr, kindFail, nil); err == nil {
+		t.Fatal("kindFail succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 {
+		t.Fatalf("OnCall saw %d calls, want 2: %+v", len(calls), calls)
+	}
+	for i, want := range []call{{ts.addr, kindEcho, 0, false}, {ts.addr, kindFail, 0, true}} {
+		got := calls[i]
+		if got.addr != want.addr || got.kind != want.kind || got.failed != want.failed || got.took <= 0 {
+			t.Errorf("call %d: OnCall saw %+v, want %+v with a positive duration", i, got, want)
+		}
+	}
+}

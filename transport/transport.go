@@ -65,6 +65,11 @@ type Config struct {
 	// Logger receives connection events: refused peers, oversized or malformed frames,
 	// lost connections, failed dials. Default: hclog.Default() named "transport".
 	Logger hclog.Logger
+	// OnCall, if set, is called after every Client.Call with the peer address, the kind,
+	// how long the Call took and its error (nil when the peer replied). It runs on the
+	// caller's goroutine, so it must be quick and must not block. The node records its
+	// peer request latencies from it.
+	OnCall func(addr string, kind uint16, took time.Duration, err error)
 }
 
 // Defaults of Config.
