@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tagcache/tagcache/cache"
 )
 
 // Metrics is a node's Prometheus registry: the store's statistics, read at scrape time,
@@ -138,12 +140,22 @@ func (storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// localStatser is a Backend whose Stats are the cluster's (Router): the collector reads
+// the node's own figures instead, so that summing the series of every node gives the
+// cluster's totals and a scrape asks no peer.
+type localStatser interface{ localStats() cache.Stats }
+
 func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := c.backend.Stats(ctx)
-	if err != nil {
-		return
+	var st cache.Stats
+	if l, ok := c.backend.(localStatser); ok {
+		st = l.localStats()
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		if st, err = c.backend.Stats(ctx); err != nil {
+			return
+		}
 	}
 	counter := func(d *prometheus.Desc, v uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))

@@ -483,3 +483,26 @@ func BenchmarkClusterMetricsForwardHooks(b *testing.B) {
 		}
 	})
 }
+
+// A cluster node's store metrics are its own figures, not the cluster's totals: the
+// series of all members sum to the cluster's, and a scrape asks no peer.
+func TestClusterStoreMetricsAreTheNodesOwn(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	for i := range 30 {
+		if err := c.nodes[0].Backend().Put(ctx, fmt.Sprintf("own-%d", i), []byte("v"), 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := 0.0
+	for _, n := range c.nodes {
+		got := scrape(t, n.Metrics().Registry)["tagcache_items"]
+		if own := float64(n.Store().Stats().Items); got != own {
+			t.Fatalf("%s: tagcache_items = %v, its store holds %v", n.router.self, got, own)
+		}
+		sum += got
+	}
+	if sum != 30 {
+		t.Fatalf("tagcache_items summed over the nodes = %v, want 30", sum)
+	}
+}
