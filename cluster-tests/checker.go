@@ -782,6 +782,12 @@ func explainViolation(kh *keyHistory, seg []porcupine.Operation, model porcupine
 			}
 		}
 	}
+	if len(seg) <= maxPieceShown {
+		b.WriteString("\n  every operation of the piece, by invocation:")
+		for _, op := range seg {
+			fmt.Fprintf(&b, "\n    %s", describe(op))
+		}
+	}
 	if opts.VisualizeDir != "" {
 		path := filepath.Join(opts.VisualizeDir, fmt.Sprintf("linearizability-%s-%d.html", sanitize(kh.key), time.Now().UnixNano()))
 		if err := os.MkdirAll(opts.VisualizeDir, 0o755); err == nil {
@@ -793,6 +799,9 @@ func explainViolation(kh *keyHistory, seg []porcupine.Operation, model porcupine
 	}
 	return b.String()
 }
+
+// maxPieceShown bounds the pieces of history a violation lists whole.
+const maxPieceShown = 40
 
 // plural returns "n thing" or "n things".
 func plural(n int, thing string) string {

@@ -347,9 +347,14 @@ func opFailed(op *Op, err error) connState {
 	return connBroken
 }
 
-// opRefused records an error answer; the connection stays usable.
+// opRefused records an error answer; the connection stays usable. An error saying the
+// command may have run (a forward the owner never answered: docs/cluster.md, "Routing")
+// leaves the outcome unknown.
 func opRefused(op *Op, msg string) connState {
 	op.Status, op.Err = StatusError, msg
+	if strings.Contains(msg, "the command may have run") {
+		op.Status = StatusUnknown
+	}
 	return connUsable
 }
 

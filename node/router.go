@@ -185,7 +185,12 @@ func (r *Router) exec(ctx context.Context, op keyOp) (keyReply, error) {
 		if errors.As(err, &re) {
 			return keyReply{}, errors.New(re.Msg)
 		}
-		return keyReply{}, unavailable("owner %s unreachable: %v", target, err)
+		if errors.Is(err, transport.ErrNotSent) {
+			return keyReply{}, unavailable("owner %s unreachable: %v", target, err)
+		}
+		// Sent, and no answer: the owner may have run it (clients must treat the
+		// outcome as unknown; docs/cluster.md, "Routing").
+		return keyReply{}, unavailable("owner %s did not answer, the command may have run: %v", target, err)
 	}
 	return rep, rep.Err.decode()
 }

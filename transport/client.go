@@ -68,16 +68,16 @@ func (c *Client) call(ctx context.Context, addr string, kind uint16, body []byte
 	}
 	p, err := c.peer(addr)
 	if err != nil {
-		return nil, err
+		return nil, notSent{err}
 	}
 	if p.pending.Add(1) > int64(c.cfg.MaxPending) {
 		p.pending.Add(-1)
-		return nil, ErrBusy
+		return nil, notSent{ErrBusy}
 	}
 	defer p.pending.Add(-1)
 	cc, err := p.conn(ctx)
 	if err != nil {
-		return nil, err
+		return nil, notSent{err}
 	}
 	return cc.roundTrip(ctx, kind, body)
 }
@@ -382,7 +382,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, kind uint16, body []byte) (
 	if cc.calls == nil {
 		err := cc.err
 		cc.mu.Unlock()
-		return nil, err
+		return nil, notSent{err}
 	}
 	cc.nextID++
 	req.ID = cc.nextID
@@ -392,15 +392,15 @@ func (cc *clientConn) roundTrip(ctx context.Context, kind uint16, body []byte) (
 	frame := req.frame()
 	if len(frame)-frameHeader > cc.c.cfg.MaxFrameBytes {
 		cc.forget(req.ID)
-		return nil, fmt.Errorf("%w: request of %d bytes, limit %d", ErrFrameTooLarge, len(frame)-frameHeader, cc.c.cfg.MaxFrameBytes)
+		return nil, notSent{fmt.Errorf("%w: request of %d bytes, limit %d", ErrFrameTooLarge, len(frame)-frameHeader, cc.c.cfg.MaxFrameBytes)}
 	}
 	select {
 	case cc.out <- frame:
-	case r := <-ch: // failed while queueing
-		return r.body, r.err
+	case r := <-ch: // the connection failed while the request waited to be queued
+		return r.body, notSent{r.err}
 	case <-ctx.Done():
 		cc.forget(req.ID)
-		return nil, ctxErr(ctx)
+		return nil, notSent{ctxErr(ctx)}
 	}
 	select {
 	case r := <-ch:

@@ -654,3 +654,32 @@ func TestOnCallSeesEveryCallWithItsKindAndError(t *testing.T) {
 		}
 	}
 }
+
+// ErrNotSent tells a call that never reached the peer (safe to send elsewhere) from one
+// that may have run there.
+func TestErrNotSentMarksOnlyCallsThatNeverLeft(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	ccfg, _ := testConfig(t, "client", testKey)
+	c := newClient(t, ccfg)
+	for range 2 { // the refused dial, then the backoff after it
+		if _, err := c.Call(context.Background(), refused, kindEcho, []byte("x")); !errors.Is(err, ErrNotSent) || !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("refused peer: err = %v, want ErrNotSent and ErrUnreachable", err)
+		}
+	}
+	cfg, _ := testConfig(t, "server", testKey)
+	ts := startServer(t, cfg, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = c.Call(ctx, ts.addr, kindBlock, nil) // reaches the handler, then times out
+	if !errors.Is(err, ErrTimeout) || errors.Is(err, ErrNotSent) {
+		t.Fatalf("a call that reached the peer: err = %v, want ErrTimeout without ErrNotSent", err)
+	}
+	if _, err := c.Call(context.Background(), ts.addr, kindFail, nil); errors.Is(err, ErrNotSent) {
+		t.Fatalf("a refusal by the handler: err = %v, must not be ErrNotSent", err)
+	}
+}

@@ -153,6 +153,10 @@ var (
 	// ErrTimeout: the Call's deadline passed before the reply came. It wraps
 	// context.DeadlineExceeded. The request may or may not have run.
 	ErrTimeout = fmt.Errorf("transport: request timed out: %w", context.DeadlineExceeded)
+	// ErrNotSent marks a failed Call whose request never left this process (no
+	// connection, reconnect backoff, queue full, too large, the deadline passed before
+	// it was queued): the peer cannot have run it. It is wrapped along with the cause.
+	ErrNotSent = errors.New("transport: request not sent")
 	// ErrFrameTooLarge: a request or reply does not fit in Config.MaxFrameBytes.
 	ErrFrameTooLarge = errors.New("transport: frame too large")
 )
@@ -165,6 +169,12 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string { return fmt.Sprintf("peer %s: %s", e.Peer, e.Msg) }
+
+// notSent wraps the error of a Call that never sent its request (ErrNotSent).
+type notSent struct{ error }
+
+func (e notSent) Unwrap() error        { return e.error }
+func (e notSent) Is(target error) bool { return target == ErrNotSent }
 
 // Encode returns v in msgpack, the encoding of message bodies.
 func Encode(v any) ([]byte, error) { return msgpack.Marshal(v) }
