@@ -207,12 +207,12 @@ type History struct {
 	mu    sync.Mutex // protects start and ops
 	start time.Time  // the run's start; the zero time: the earliest invocation
 	ops   []Op
-	// notRun counts operations a closing node refused unread, which the clients resent
-	// (they are not in ops).
+	// notRun counts operations a closing node refused without running them, which the
+	// clients resent (they are not in ops).
 	notRun int
 }
 
-// NotRun is how many operations met a node's clean close before being read, and were
+// NotRun is how many operations a closing node refused without running them, and were
 // resent to another node.
 func (h *History) NotRun() int { return h.notRun }
 

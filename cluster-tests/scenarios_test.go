@@ -794,7 +794,7 @@ func finish(t *testing.T, c *Cluster, l *load, began time.Time, r *result) {
 	r.Report, r.HitRatio, r.Took = rep, hitRatio(h), time.Since(began)
 	r.Failures = summarizeFailures(h)
 	if n := h.NotRun(); n > 0 {
-		t.Logf("%d requests met a node's clean close unread and were resent to another node", n)
+		t.Logf("%d requests were refused unrun by a closing node and resent to another node", n)
 	}
 	if r.LeaveFailed != -1 {
 		r.LeaveFailed = rep.Errors + rep.Unknown

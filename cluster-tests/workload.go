@@ -130,7 +130,7 @@ type workloadRun struct {
 	cfg    WorkloadConfig
 	runID  string       // makes values unique across runs against the same cluster
 	issued atomic.Int64 // operations begun, for MaxOps
-	notRun atomic.Int64 // operations a closing node refused unread (errNotRun), resent
+	notRun atomic.Int64 // operations a closing node refused (notRun), resent
 }
 
 // take reserves one operation of MaxOps; false when they are used up.
@@ -325,21 +325,12 @@ const (
 	connUsable  connState = iota
 	connBroken            // drop it; the operation's outcome is recorded
 	connNotSent           // drop it; the operation never left the client and is not recorded
-	connNotRun            // drop it; the node closed the connection without reading the operation: as connNotSent
+	connNotRun            // drop it; the closing node answered that the operation did not run: as connNotSent
 )
 
-// errNotRun: the node ended the stream (a clean end-of-stream, no reply byte) before
-// reading the request. A node closes connections that way only after answering every
-// request it read (docs/protocol.md, "Closing"), so the request never ran and is resent.
-var errNotRun = errors.New("the node closed the connection before reading the request")
-
-// notRun marks a clean end-of-stream met where a reply should begin.
-func notRun(got string, err error) error {
-	if got == "" && errors.Is(err, io.EOF) {
-		return errNotRun
-	}
-	return err
-}
+// notRun reports whether an error answer says the command did not run: a node closing
+// the connection answers so to what it receives meanwhile (docs/protocol.md, "closing").
+func notRun(msg string) bool { return strings.Contains(msg, "command not run") }
 
 // opFailed records that op got no (usable) answer: its outcome is unknown.
 func opFailed(op *Op, err error) connState {
@@ -404,7 +395,7 @@ func (t *wlText) exchange(fields ...string) (string, error) {
 	}
 	line, err := t.r.ReadString('\n')
 	if err != nil {
-		return "", notRun(line, err)
+		return "", err
 	}
 	return strings.TrimRight(line, "\r\n"), nil
 }
@@ -430,13 +421,13 @@ func (t *wlText) do(op *Op) connState {
 		fields = []string{op.Kind.String(), op.Tag}
 	}
 	reply, err := t.exchange(fields...)
-	if errors.Is(err, errNotRun) {
-		return connNotRun
-	}
 	if err != nil {
 		return opFailed(op, err)
 	}
 	if msg, ok := strings.CutPrefix(reply, "ERR "); ok {
+		if notRun(msg) {
+			return connNotRun
+		}
 		return opRefused(op, msg)
 	}
 	op.Status = StatusOK
@@ -553,10 +544,7 @@ func (r *wlRESP) exchange(args ...string) (wlRESPReply, error) {
 func (r *wlRESP) read(depth int) (wlRESPReply, error) {
 	line, err := r.r.ReadString('\n')
 	if err != nil {
-		if depth > 0 {
-			return wlRESPReply{}, err
-		}
-		return wlRESPReply{}, notRun(line, err)
+		return wlRESPReply{}, err
 	}
 	line = strings.TrimSuffix(line, "\r\n")
 	if line == "" || depth > 2 {
@@ -621,13 +609,13 @@ func (r *wlRESP) do(op *Op) connState {
 		args = []string{"TAG.KEYS", op.Tag}
 	}
 	rep, err := r.exchange(args...)
-	if errors.Is(err, errNotRun) {
-		return connNotRun
-	}
 	if err != nil {
 		return opFailed(op, err)
 	}
 	if rep.kind == '-' {
+		if notRun(rep.str) {
+			return connNotRun
+		}
 		return opRefused(op, rep.str)
 	}
 	op.Status = StatusOK

@@ -89,17 +89,37 @@ func (s *connServer) untrack(c net.Conn) {
 	s.active.Done()
 }
 
-// lingerTime bounds how long a closed connection's late input is read and discarded:
-// requests a client sent before it saw end-of-stream arrive within a round trip.
-const lingerTime = 250 * time.Millisecond
+// Closing a connection (shutdown, idle timeout) has two steps, so that a client always
+// learns what became of what it sent (docs/protocol.md, "closing"):
+//
+//   - for refuseTime the connection still reads, and answers every command with a
+//     refusal saying it did not run (textRefusal, respRefusal): commands already on
+//     their way when the node decided to close get an answer the client can act on;
+//   - then closeConn ends the stream and discards late input for up to lingerTime,
+//     so the kernel does not reset the connection and destroy replies in flight.
+const (
+	refuseTime = 200 * time.Millisecond
+	lingerTime = 100 * time.Millisecond
+)
 
-// closeConn ends a connection the way clients can act on (docs/protocol.md, "Closing"):
-// every request the server read has been answered and flushed by now, so it sends
-// end-of-stream (FIN) and then reads and discards whatever the client had already sent,
-// until the client closes too or lingerTime passes. Closing at once with unread input
-// would reset the connection, and a reset can destroy replies still in flight to the
-// client; with the lingering close a client that meets end-of-stream knows that the
-// requests it has no reply for were never executed, and may resend them elsewhere.
+// The refusals of the closing step, one per command; "command not run" is what clients
+// may rely on.
+const (
+	textRefusal = "ERR connection closing (node shutting down or connection idle): command not run, retry\n"
+	respRefusal = "ERR connection closing (node shutting down or connection idle): command not run, retry"
+)
+
+// startRefusing starts a connection's refusing step; it returns true.
+func startRefusing(c net.Conn) bool {
+	c.SetDeadline(time.Now().Add(refuseTime))
+	return true
+}
+
+// closeConn ends a connection: every request the server read has been answered and
+// flushed by now, so it sends end-of-stream (FIN) and then reads and discards whatever
+// the client still sends, until the client closes too or lingerTime passes. Closing at
+// once with unread input would reset the connection, and a reset can destroy replies
+// still in flight to the client (a test saw 15 000 INCRs run whose replies were lost).
 func (s *connServer) closeConn(c net.Conn) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok || tc.CloseWrite() != nil {
@@ -116,8 +136,8 @@ func (s *connServer) closeConn(c net.Conn) {
 	c.Close()
 }
 
-// abort resets c: a connection closed while a request may be running must not end with
-// the clean end-of-stream that tells a client its unanswered requests never ran.
+// abort resets c: a connection cut while a request may be running (the shutdown
+// timeout ran out).
 func abort(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetLinger(0)

@@ -2,7 +2,9 @@ package node
 
 import (
 	"bufio"
+	"errors"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -66,6 +68,7 @@ func (s *respServer) serveConn(c net.Conn) {
 	idle := s.n.cfg.IdleTimeout
 	var deadlineAt time.Duration // s.clock() when the deadline was last pushed back
 	armed := false               // the deadline has been set once
+	refusing := false            // closing: commands get respRefusal (see refuseTime)
 	for {
 		ran := 0
 		for {
@@ -78,6 +81,10 @@ func (s *respServer) serveConn(c net.Conn) {
 				ss.rw.w.Flush()
 				s.commands.Add(uint64(ran))
 				return
+			}
+			if refusing {
+				ss.rw.error(respRefusal)
+				continue
 			}
 			ran++
 			if !ss.exec(args) {
@@ -96,10 +103,10 @@ func (s *respServer) serveConn(c net.Conn) {
 				return
 			}
 		}
-		if s.closing.Load() {
-			return
+		if !refusing && s.closing.Load() {
+			refusing = startRefusing(c)
 		}
-		if idle > 0 {
+		if idle > 0 && !refusing {
 			// Pushing the deadline back costs a timer update; do it at most every
 			// idle/8, so a connection idle for IdleTimeout is always closed and one idle
 			// for less than 7/8 of it never is. It covers writes too: a client that does
@@ -109,12 +116,18 @@ func (s *respServer) serveConn(c net.Conn) {
 				c.SetDeadline(s.started.Add(now + idle))
 				deadlineAt, armed = now, true
 				if s.closing.Load() {
-					return // shutdown's wake-up may have been overwritten
+					refusing = startRefusing(c) // shutdown's wake-up may have been overwritten
 				}
 			}
 		}
 		if err := rd.fill(c); err != nil {
-			return // EOF, idle timeout or shutdown: a partial request is not run
+			if !refusing && errors.Is(err, os.ErrDeadlineExceeded) {
+				// Idle timeout or shutdown: answer what is already on its way, then
+				// close. A partial request is not run.
+				refusing = startRefusing(c)
+				continue
+			}
+			return // EOF, or the refusing time is over
 		}
 		ss.mark, ss.timing = s.clock(), true
 	}

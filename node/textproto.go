@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -123,6 +124,7 @@ func (s *textServer) serveConn(c net.Conn) {
 	sess.mark = s.clock()
 	var long []byte // a line longer than the read buffer, being accumulated
 	tooLong := false
+	refusing := false // closing: commands get textRefusal (see refuseTime)
 	for {
 		if r.Buffered() == 0 {
 			// The end of a batch: publish its counts, send its replies, then wait for
@@ -131,15 +133,15 @@ func (s *textServer) serveConn(c net.Conn) {
 			if err := w.Flush(); err != nil {
 				return
 			}
-			if s.closing.Load() {
-				return
+			if !refusing && s.closing.Load() {
+				refusing = startRefusing(c)
 			}
 			// sess.mark, the last clock read, is at most one batch old.
-			if now := sess.mark; idle > 0 && (!armed || now-deadlineAt > idle/8) {
+			if now := sess.mark; !refusing && idle > 0 && (!armed || now-deadlineAt > idle/8) {
 				c.SetDeadline(s.started.Add(now + idle))
 				deadlineAt, armed = now, true
 				if s.closing.Load() {
-					return // shutdown's wake-up may have been overwritten
+					refusing = startRefusing(c) // shutdown's wake-up may have been overwritten
 				}
 			}
 			sess.timing = true
@@ -166,10 +168,15 @@ func (s *textServer) serveConn(c net.Conn) {
 			continue
 		}
 		if err != nil {
-			// EOF, idle timeout or shutdown: a final unterminated line is not a command.
 			sess.counts.flush()
 			w.Flush()
-			return
+			if !refusing && errors.Is(err, os.ErrDeadlineExceeded) {
+				// Idle timeout or shutdown: answer what is already on its way, then
+				// close. A final unterminated line is not a command.
+				refusing, long, tooLong = startRefusing(c), long[:0], false
+				continue
+			}
+			return // EOF, or the refusing time is over
 		}
 		if tooLong || lineLen(long, line) > limit {
 			fmt.Fprintf(w, "ERR line too long (limit %d bytes)\n", limit)
@@ -178,6 +185,13 @@ func (s *textServer) serveConn(c net.Conn) {
 		}
 		if len(long) > 0 {
 			line = append(long, line...)
+		}
+		if refusing {
+			if len(bytes.TrimRight(line, "\r\n")) > 0 {
+				w.WriteString(textRefusal)
+			}
+			long = long[:0]
+			continue
 		}
 		if !sess.exec(line) {
 			sess.counts.flush()
