@@ -135,7 +135,16 @@ type workloadRun struct {
 
 // take reserves one operation of MaxOps; false when they are used up.
 func (r *workloadRun) take() bool {
-	return r.cfg.MaxOps <= 0 || r.issued.Add(1) <= int64(r.cfg.MaxOps)
+	if r.cfg.MaxOps <= 0 {
+		return true
+	}
+	if r.issued.Add(1) > int64(r.cfg.MaxOps) {
+		// Give the reservation back: a client holding the last one may return it
+		// (untake) and take it again, which a count left above MaxOps would refuse.
+		r.issued.Add(-1)
+		return false
+	}
+	return true
 }
 
 // untake gives back an operation that was never sent.
