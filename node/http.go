@@ -91,6 +91,9 @@ func (a *httpAPI) routes() []httpRoute {
 
 		{pattern: "GET /cluster/members", command: "cluster_members", fn: a.clusterMembers},
 		{pattern: "GET /cluster/ring", command: "cluster_ring", fn: a.clusterRing},
+		{pattern: "GET /cluster/stats", command: "cluster_stats", fn: a.clusterStats},
+		{pattern: "GET /cluster/events", command: "cluster_events", fn: a.clusterEvents},
+		{pattern: "POST /cluster/invalidate-tag", command: "cluster_invalidate_tag", fn: withBody(a.clusterInvalidateTag)},
 	}
 }
 
