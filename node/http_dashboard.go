@@ -8,7 +8,7 @@ import (
 )
 
 // The JSON routes only the dashboard needs (docs/dashboard.md), behind credentials like
-// every other data route:
+// every other data route (its files are in http_ui.go):
 //
 //	GET  /cluster/stats?since=T     seriesReply: per-second requests and latency, merged over the members
 //	GET  /cluster/events?limit=N    {"events":[clusterEvent…]}, newest first

@@ -310,7 +310,7 @@ func (n *Node) ServeTCP(ln net.Listener) {
 // ServeHTTP serves the HTTP API on ln in the background until Shutdown.
 func (n *Node) ServeHTTP(ln net.Listener) {
 	n.track("http", ln)
-	n.log.Info("http api listening", "addr", ln.Addr().String())
+	n.log.Info("http api listening", "addr", ln.Addr().String(), "dashboard", "http://"+ln.Addr().String()+"/ui/")
 	n.seriesOnce.Do(func() {
 		go func() {
 			defer close(n.seriesEnded)
