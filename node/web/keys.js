@@ -8,13 +8,17 @@ import { confirmAction } from './confirm.js';
 const LIMIT = 100; // the API's default page; the search says when there may be more
 
 let current = null; // the key shown in the detail panel
+let failed = () => () => {}; // set by setupKeys
 
+// Errors show beside what failed, and go to report (the banner, or the login form on a
+// 401) as well: the banner alone is cleared by the next poll.
 export function setupKeys(report) {
+  failed = (where) => (err) => { $(where).textContent = `Failed: ${err.message}`; report(err); };
   $('search-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    search().catch(report);
+    search().catch(failed('search-status'));
   });
-  $('key-delete').addEventListener('click', () => deleteKey().catch(report));
+  $('key-delete').addEventListener('click', () => deleteKey().catch(failed('key-status')));
 }
 
 async function search() {
@@ -29,7 +33,7 @@ async function search() {
   const r = await api('POST', '/search', body);
   $('search-status').textContent = `${r.keys.length}${r.keys.length === LIMIT ? '+' : ''} keys`;
   $('keys-body').replaceChildren(...r.keys.map((k) => h('tr', { 'data-key': k.key },
-    h('td', {}, h('button', { type: 'button', class: 'link', onclick: () => openKey(k.key) }, k.key)),
+    h('td', {}, h('button', { type: 'button', class: 'link', onclick: () => openKey(k.key).catch(failed('search-status')) }, k.key)),
     h('td', { class: 'num' }, fmtTTL(k.ttl_ms)),
     h('td', {}, ...k.tags.map((t) => h('span', { class: 'tag' }, t))))));
   if (r.keys.length === 0) {

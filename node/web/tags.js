@@ -11,7 +11,15 @@ const TOP = 20;
 export function setupTags(report) {
   $('invalidate-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    invalidate($('invalidate-tag').value.trim()).catch(report);
+    const tag = $('invalidate-tag').value.trim();
+    invalidate(tag).catch((err) => {
+      // Shown beside the form too: the banner alone is cleared by the next poll.
+      $('invalidate-result').hidden = false;
+      $('invalidate-result').dataset.success = 'false';
+      $('invalidate-summary').replaceChildren(h('span', { class: 'error' }, `Tag “${tag}”: failed — ${err.message}`));
+      $('invalidate-body').replaceChildren();
+      report(err);
+    });
   });
 }
 
