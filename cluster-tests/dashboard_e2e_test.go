@@ -152,6 +152,24 @@ func TestDashboardEndToEnd(t *testing.T) {
 	}
 	p.screenshot("keys")
 
+	// Search by key prefix, and delete a key from the page.
+	p.run("search by prefix",
+		chromedp.SetValue(chromedp.ID("search-mode"), "prefix"),
+		chromedp.SetValue(chromedp.ID("search-q"), "page:/p/1"),
+		chromedp.Click(chromedp.ID("search-submit")))
+	p.wait("the 11 keys starting with page:/p/1", `document.querySelectorAll('#keys-body tr[data-key]').length === 11`)
+	p.run("open page:/p/12", chromedp.Click(chromedp.CSS(`#keys-body tr[data-key="page:/p/12"] button`)))
+	p.wait("its value", `document.getElementById('key-name').textContent === 'page:/p/12' && document.getElementById('key-value').textContent === '<html>'`)
+	p.run("delete it", chromedp.Click(chromedp.ID("key-delete")))
+	p.wait("the confirmation", `document.getElementById('confirm-dialog').open`)
+	p.run("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait("the deletion", `document.getElementById('key-status').textContent === 'Deleted.'`)
+	for i := range 3 {
+		if v, ok, err := c.Get(ctx, i, "page:/p/12"); err != nil || ok {
+			t.Errorf("GET page:/p/12 through %s after deleting it from the page: %q, found %v, err %v", c.Node(i).Name, v, ok, err)
+		}
+	}
+
 	// Tags: the tag is listed; invalidate it from the page, with confirmation.
 	p.run("open tags", chromedp.Navigate(base+"/ui/#tags"))
 	p.wait("the tag in the list", fmt.Sprintf(`!!document.querySelector('#tags-body tr[data-tag=%q]')`, tag))
