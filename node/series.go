@@ -16,7 +16,9 @@ import (
 // read in process, so the request path does nothing more — into one sample, and keeps
 // the last seriesWindow samples. GET /cluster/stats gathers the samples of every member
 // (over the peer transport) and merges them: counts add up, histograms add up bucket by
-// bucket, and the percentiles are read from the merged histogram.
+// bucket, and the percentiles are read from the merged histogram. Counters and histograms
+// are read one after the other, not atomically: a request finishing as a sample is taken
+// may have its latency in one second and its count in the next.
 
 const (
 	// seriesWindow is how many one-second samples a node keeps: 10 minutes.
