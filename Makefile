@@ -9,7 +9,7 @@ BENCHTIME ?= 1s
 .PHONY: help build run test race fuzz bench bench-compare lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/tagcache
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tagcache
@@ -102,6 +102,19 @@ cluster-up: build $(LOCALCLUSTER) ## start a cluster of N nodes (default 3) on l
 cluster-status: ## show the nodes of the cluster started by cluster-up
 	@test -x $(LOCALCLUSTER) || $(MAKE) --no-print-directory $(LOCALCLUSTER)
 	@./$(LOCALCLUSTER) status -dir $(CLUSTER_DIR)
+
+# The dashboard end to end (cluster-tests/dashboard_e2e_test.go): Debian's chromium,
+# headless, driven by chromedp, against a 3-node cluster on free loopback ports.
+E2E_DIR ?= $(CLUSTER_DIR)/e2e-artifacts
+
+.PHONY: e2e
+
+e2e: build ## the dashboard in headless Chromium against a local 3-node cluster (under a minute); screenshots in E2E_DIR
+	@command -v chromium >/dev/null || { echo "make e2e needs Debian's chromium: apt-get install -y chromium"; exit 1; }
+	@mkdir -p $(CLUSTER_DIR) && echo '*' > $(CLUSTER_DIR)/.gitignore
+	rm -rf $(E2E_DIR)
+	TAGCACHE_CLUSTER_TESTS=1 TAGCACHE_CLUSTER_BINARY=$(CURDIR)/$(BIN) TAGCACHE_CLUSTER_LOGS=$(CURDIR)/$(CLUSTER_DIR)/test-logs \
+	  TAGCACHE_E2E_ARTIFACTS=$(CURDIR)/$(E2E_DIR) $(GO) test -count=1 -v -timeout 5m -run '^TestDashboardEndToEnd$$' ./cluster-tests/
 
 cluster-down: ## stop the cluster started by cluster-up (its logs stay in CLUSTER_DIR)
 	@test -x $(LOCALCLUSTER) || $(MAKE) --no-print-directory $(LOCALCLUSTER)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -83,6 +85,7 @@ func newRouter(cc ClusterConfig, store *cache.Store, logger hclog.Logger) (*Rout
 	}
 	r.retry = newRetryQueues(r)
 	r.metrics = newClusterMetrics(cc.DeadForget)
+	r.eventLog = newEventLog()
 	r.lease.Store(noLease)
 	r.quorum.Store(true)
 	// Alone, the node holds everything; started to join a cluster, it holds nothing
@@ -135,6 +138,7 @@ func (r *Router) handlers() map[uint16]transport.Handler {
 		kindHandoffCommit:  transport.Typed(r.handleHandoffCommit),
 		kindWhoHolds:       transport.Typed(r.handleWhoHolds),
 		kindPing:           transport.Typed(r.handlePing),
+		kindSeries:         transport.Typed(r.handleSeries),
 	}
 }
 
@@ -201,6 +205,7 @@ func (r *Router) start(clientAddrs map[string]net.Addr) error {
 	// the last contact; 70 % of the earliest time leaves room for scheduling delays.
 	r.leaseLen = r.ml.DetectionBound() * 7 / 10
 	r.started = time.Now()
+	r.eventLog.add("start", r.self, cmp.Or(strings.Join(cc.Join, ", "), "alone"))
 	r.log.Info("cluster member started", "name", r.self, "gossip", r.ml.Addr(), "peer", meta.Peer,
 		"preset", cc.Preset, "lease", r.leaseLen, "join", cc.Join)
 	r.wg.Add(2)
@@ -221,6 +226,7 @@ func (r *Router) onEvent(ev MemberEvent) {
 		// backoff of its predecessor's absence runs out.
 		r.tc.Redial(ev.Meta.Peer)
 	}
+	r.eventLog.add(ev.Kind.String(), ev.Name, "")
 	r.evMu.Lock()
 	r.events = append(r.events, ev)
 	r.evMu.Unlock()
@@ -279,6 +285,10 @@ func (r *Router) loop() {
 		}
 		alive := r.ml.Alive()
 		changed := r.setView(alive)
+		if changed {
+			rg := r.ring.Load()
+			r.eventLog.add("ring", "", fmt.Sprintf("version %d, members %s", rg.Version(), strings.Join(rg.Members(), ", ")))
+		}
 		names := r.view.Load().names
 		r.updateFence(names)
 		wasFenced := r.fenced.Load()

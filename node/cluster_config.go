@@ -87,7 +87,7 @@ type RingInfo struct {
 	Owners []string `json:"owners"`
 }
 
-// clusterView is what the HTTP API (/ready, /cluster/members, /cluster/ring) asks of a
+// clusterView is what the HTTP API (/ready, /cluster/…) asks of a
 // node's cluster side. A standalone node answers for itself alone.
 type clusterView interface {
 	// Members lists the members this node knows, with per-node statistics fetched from
@@ -98,4 +98,9 @@ type clusterView interface {
 	// Ready reports whether the node serves: joined, ring built, not fenced. reason
 	// says what is missing when it is not.
 	Ready() (ready bool, reason string)
+	// Series returns every live member's request samples of the seconds since+1 … upTo
+	// (the dashboard's charts), fetched from each in parallel, bounded by ctx.
+	Series(ctx context.Context, since, upTo int64) []memberSeries
+	// InvalidateTagReport invalidates tag on every member and reports each one's part.
+	InvalidateTagReport(ctx context.Context, tag string) (InvalidationReport, error)
 }

@@ -44,63 +44,106 @@ func (r *Router) Flush(ctx context.Context) (int, error) {
 // that did not acknowledge, and a retry queue keeps sending it to them until they apply
 // it or are declared dead. Applying an invalidation twice is harmless.
 func (r *Router) invalidate(ctx context.Context, req invalidateReq) (int, error) {
+	rep, err := r.invalidateReport(ctx, req)
+	return rep.Count, err
+}
+
+// InvalidationReport is what one invalidation removed on each member and when each
+// acknowledged it.
+type InvalidationReport struct {
+	Count   int                  // entries removed, on every member together
+	Members []MemberInvalidation // by name; the coordinating node first
+}
+
+// MemberInvalidation is one member's part of an invalidation. A member's count includes
+// what it relayed to members the coordinator did not know of (docs/cluster.md).
+type MemberInvalidation struct {
+	Name    string
+	Count   int
+	Elapsed time.Duration // from the start of the invalidation to the member's answer
+	Err     error         // why the member did not acknowledge; nil when it did
+}
+
+// invalidateReport is invalidate, reporting each member's part (POST /cluster/invalidate-tag).
+func (r *Router) invalidateReport(ctx context.Context, req invalidateReq) (InvalidationReport, error) {
 	if !r.serving() {
 		// A fenced node may be the minority side of a partition: the members it
 		// "declared dead" are alive and serving, so it cannot vouch for them.
-		return 0, unavailable("node %s is fenced: it cannot confirm the invalidation reached every member, retry through another node", r.self)
+		return InvalidationReport{}, unavailable("node %s is fenced: it cannot confirm the invalidation reached every member, retry through another node", r.self)
 	}
+	start := time.Now()
 	v := r.view.Load()
 	req.Members = v.names
 	count, stamp, err := r.applyInvalidation(ctx, req, "")
 	if err != nil {
-		return 0, err
+		return InvalidationReport{}, err
 	}
+	rep := InvalidationReport{Members: []MemberInvalidation{{Name: r.self, Count: count, Elapsed: time.Since(start)}}}
 	req.Stamp = stamp
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.InvalidationTimeout)
 	defer cancel()
 	peers := slices.DeleteFunc(slices.Clone(v.names), func(n string) bool { return n == r.self })
 	fanout := time.Now()
-	n, errs := parallel(peers, func(name string) (int, error) { return r.sendInvalidation(ctx, name, req) })
+	results := parallelEach(peers, func(name string) (int, error) { return r.sendInvalidation(ctx, name, req) })
 	r.metrics.observeFanout(fanout)
-	count += n
-	failed := slices.Sorted(maps.Keys(errs))
-	for _, name := range failed {
-		r.log.Warn("invalidation not acknowledged", "peer", name, "error", errs[name])
-		r.invalidationFailed(name)
-		r.retry.add(name, req)
+	var failed []string
+	for _, res := range results {
+		rep.Members = append(rep.Members, MemberInvalidation{Name: res.name, Count: res.n, Elapsed: res.done.Sub(start), Err: res.err})
+		if res.err != nil {
+			failed = append(failed, res.name)
+			r.log.Warn("invalidation not acknowledged", "peer", res.name, "error", res.err)
+			r.invalidationFailed(res.name)
+			r.retry.add(res.name, req)
+			continue
+		}
+		count += res.n
 	}
+	rep.Count = count
 	if len(failed) > 0 {
-		return count, unavailable("invalidation incomplete: not acknowledged by %s (retrying in the background until they apply it or are declared dead)", strings.Join(failed, ", "))
+		return rep, unavailable("invalidation incomplete: not acknowledged by %s (retrying in the background until they apply it or are declared dead)", strings.Join(failed, ", "))
 	}
-	return count, nil
+	return rep, nil
 }
 
 // parallel runs fn for every name at once and returns the sum of the counts of those
 // that succeeded and the errors of those that failed, by name.
 func parallel(names []string, fn func(name string) (int, error)) (total int, errs map[string]error) {
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
-	for _, name := range names {
+	for _, res := range parallelEach(names, fn) {
+		if res.err != nil {
+			if errs == nil {
+				errs = map[string]error{}
+			}
+			errs[res.name] = res.err
+			continue
+		}
+		total += res.n
+	}
+	return total, errs
+}
+
+// result is what fn answered for one name in parallelEach, and when.
+type result struct {
+	name string
+	n    int
+	err  error
+	done time.Time
+}
+
+// parallelEach runs fn for every name at once and returns each answer, in the order of
+// names.
+func parallelEach(names []string, fn func(name string) (int, error)) []result {
+	out := make([]result, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			n, err := fn(name)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if errs == nil {
-					errs = map[string]error{}
-				}
-				errs[name] = err
-				return
-			}
-			total += n
+			out[i] = result{name: name, n: n, err: err, done: time.Now()}
 		}()
 	}
 	wg.Wait()
-	return total, errs
+	return out
 }
 
 // invalidationAttempt bounds one delivery attempt of an invalidation to one peer.

@@ -91,6 +91,13 @@ func (a *httpAPI) routes() []httpRoute {
 
 		{pattern: "GET /cluster/members", command: "cluster_members", fn: a.clusterMembers},
 		{pattern: "GET /cluster/ring", command: "cluster_ring", fn: a.clusterRing},
+		{pattern: "GET /cluster/stats", command: "cluster_stats", fn: a.clusterStats},
+		{pattern: "GET /cluster/events", command: "cluster_events", fn: a.clusterEvents},
+		{pattern: "POST /cluster/invalidate-tag", command: "cluster_invalidate_tag", fn: withBody(a.clusterInvalidateTag)},
+
+		// The dashboard's files (http_dashboard.go): public, they hold no data.
+		{pattern: "GET /{$}", command: "ui", public: public, raw: http.HandlerFunc(uiRedirect)},
+		{pattern: "GET /ui/", command: "ui", public: public, raw: uiHandler()},
 	}
 }
 

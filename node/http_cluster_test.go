@@ -14,6 +14,9 @@ type fakeClusterView struct {
 	ring    RingInfo
 	ctxs    chan context.Context // receives Members' ctx, if not nil
 
+	invReport InvalidationReport // what InvalidateTagReport answers
+	invErr    error
+
 	mu     sync.Mutex // protects ready and reason
 	ready  bool
 	reason string
@@ -27,6 +30,12 @@ func (f *fakeClusterView) Members(ctx context.Context) []MemberInfo {
 	return f.members
 }
 func (f *fakeClusterView) RingInfo() RingInfo { return f.ring }
+
+func (f *fakeClusterView) Series(context.Context, int64, int64) []memberSeries { return nil }
+
+func (f *fakeClusterView) InvalidateTagReport(context.Context, string) (InvalidationReport, error) {
+	return f.invReport, f.invErr
+}
 
 func (f *fakeClusterView) Ready() (bool, string) {
 	f.mu.Lock()

@@ -107,6 +107,15 @@ type Node struct {
 	metrics *Metrics
 	tcpAuth bool // text-protocol clients must AUTH
 
+	// The dashboard's data: request samples, taken by a goroutine that the first
+	// ServeHTTP starts and Shutdown stops, and the membership events.
+	series      *seriesRecorder
+	events      *eventLog
+	seriesOnce  sync.Once
+	seriesStop  chan struct{}
+	seriesEnded chan struct{}
+	stopSeries  func() // stops the sampler and waits for it; once
+
 	// GeneratedPassword is set when no password was configured on a non-loopback bind
 	// and the node made one up; it is logged once at start.
 	GeneratedPassword string
@@ -202,6 +211,18 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.auth = NewAuth(user, pass, cfg.TokenTTL)
 	n.metrics = NewMetrics(n.backend)
+	n.series = newSeriesRecorder(n.metrics)
+	n.events = newEventLog()
+	if n.router != nil {
+		n.router.series = n.series
+		n.events = n.router.eventLog
+	}
+	n.seriesStop, n.seriesEnded = make(chan struct{}), make(chan struct{})
+	n.stopSeries = sync.OnceFunc(func() {
+		n.seriesOnce.Do(func() { close(n.seriesEnded) }) // never started: nothing to wait for
+		close(n.seriesStop)
+		<-n.seriesEnded
+	})
 	n.text = newTextServer(n)
 	n.resp = newRESPServer(n)
 	n.http = &http.Server{
@@ -296,7 +317,13 @@ func (n *Node) ServeTCP(ln net.Listener) {
 // ServeHTTP serves the HTTP API on ln in the background until Shutdown.
 func (n *Node) ServeHTTP(ln net.Listener) {
 	n.track("http", ln)
-	n.log.Info("http api listening", "addr", ln.Addr().String())
+	n.log.Info("http api listening", "addr", ln.Addr().String(), "dashboard", "http://"+ln.Addr().String()+"/ui/")
+	n.seriesOnce.Do(func() {
+		go func() {
+			defer close(n.seriesEnded)
+			n.series.run(n.seriesStop)
+		}()
+	})
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -380,6 +407,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	go func() { defer wg.Done(); errRESP = n.resp.shutdown(ctx) }()
 	wg.Wait()
 	n.wg.Wait()
+	n.stopSeries()
 	if n.router != nil {
 		n.router.Close()
 	}

@@ -37,6 +37,7 @@ func FuzzPeerMessages(f *testing.F) {
 		kindHandoffCommit:  {handoffReq{P: 5}},
 		kindWhoHolds:       {whoHoldsReq{P: []int{1, 2, 300, -1}}},
 		kindPing:           {pingReq{}},
+		kindSeries:         {seriesReq{Since: 1, UpTo: 1 << 40}},
 	}
 	for kind, msgs := range seeds {
 		for _, m := range msgs {

@@ -21,6 +21,7 @@ const (
 	kindHandoffCommit  uint16 = 9  // handoffReq → handoffReply
 	kindWhoHolds       uint16 = 10 // whoHoldsReq → whoHoldsReply
 	kindPing           uint16 = 11 // pingReq → pingReply: the peer transport works end to end
+	kindSeries         uint16 = 12 // seriesReq → seriesPeerReply: the dashboard's request samples
 )
 
 // Key operations carried by keyOp.Op.
@@ -228,4 +229,16 @@ type pingReq struct{}
 type pingReply struct {
 	Name        string `msgpack:"n"`
 	RingVersion uint64 `msgpack:"r"`
+}
+
+// seriesReq asks a member for its request samples of the seconds Since+1 … UpTo.
+type seriesReq struct {
+	Since int64 `msgpack:"s"`
+	UpTo  int64 `msgpack:"u"`
+}
+
+// seriesPeerReply holds a member's samples and its latency buckets' upper bounds (s).
+type seriesPeerReply struct {
+	Bounds  []float64      `msgpack:"b"`
+	Samples []seriesSample `msgpack:"p"`
 }

@@ -80,6 +80,10 @@ type Router struct {
 	evMu   sync.Mutex
 	events []MemberEvent // from memberlist, for the loop
 
+	// For the dashboard: the events it lists and this node's request samples (set by New).
+	eventLog *eventLog
+	series   *seriesRecorder
+
 	reconcileMu   sync.Mutex // one reconcile at a time
 	reconcileKick chan struct{}
 	kick          chan struct{}

@@ -1,0 +1,110 @@
+package node
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tagcache/tagcache/cache"
+)
+
+func TestSeriesRecorderTurnsCounterGrowthIntoOneSamplePerSecond(t *testing.T) {
+	store, err := cache.New(cache.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	m := NewMetrics(Local{Store: store})
+	s := newSeriesRecorder(m)
+	get, put := m.Command("tcp", "get"), m.Command("tcp", "put")
+	get.ObserveDuration(time.Millisecond, false) // before the first sample: not counted
+	t0 := time.Unix(1_000_000, 50e6)
+	s.take(t0)
+	for i := range 10 {
+		get.ObserveDuration(700*time.Microsecond, i < 3)
+	}
+	put.ObserveDuration(20*time.Millisecond, false)
+	s.take(t0.Add(time.Second))
+	s.take(t0.Add(2 * time.Second)) // nothing happened: an empty sample
+
+	bounds, samples := s.window(0, 2_000_000)
+	if len(samples) != 2 || samples[0].T != 1_000_000 || samples[1].T != 1_000_001 || len(samples[1].Points) != 0 {
+		t.Fatalf("samples %+v; want seconds 1000000 (requests) and 1000001 (none)", samples)
+	}
+	pts := samples[0].Points
+	if len(pts) != 2 || pts[0].Cmd != "tcp get" || pts[0].N != 10 || pts[0].Err != 3 || pts[1].Cmd != "tcp put" || pts[1].N != 1 {
+		t.Fatalf("points %+v; want tcp get 10 (3 failed), tcp put 1", pts)
+	}
+	p50 := quantileMs(pts[0].B, bounds, 0.5)
+	if p50 == nil || *p50 <= 0.5 || *p50 > 1 {
+		t.Errorf("p50 of ten 0.7 ms GETs: %v ms, want within their bucket (0.5, 1]", p50)
+	}
+	if _, s := s.window(1_000_000, 2_000_000); len(s) != 1 || s[0].T != 1_000_001 {
+		t.Errorf("window after 1000000: %+v, want only 1000001", s)
+	}
+	// At most seriesWindow seconds are kept.
+	for i := range seriesWindow + 5 {
+		s.take(t0.Add(time.Duration(3+i) * time.Second))
+	}
+	if _, all := s.window(0, 2_000_000); len(all) != seriesWindow || all[len(all)-1].T != 1_000_000+seriesWindow+6 {
+		t.Errorf("%d samples kept, newest %d; want %d ending at %d", len(all), all[len(all)-1].T, seriesWindow, 1_000_000+seriesWindow+6)
+	}
+}
+
+func TestQuantileInterpolatesInsideItsBucket(t *testing.T) {
+	bounds := []float64{.001, .01, .1}
+	for _, c := range []struct {
+		buckets []uint64
+		q       float64
+		want    float64 // ms; -1 for none
+	}{
+		{[]uint64{0, 0, 0, 0}, 0.5, -1},
+		{[]uint64{10, 0, 0, 0}, 0.5, 0.5},   // half way through [0, 1 ms]
+		{[]uint64{0, 10, 0, 0}, 0.99, 9.91}, // 1 + 9 × 0.99
+		{[]uint64{50, 0, 50, 0}, 0.99, 98.2},
+		{[]uint64{0, 0, 0, 4}, 0.5, 100}, // over the last bound: the last bound
+	} {
+		got := quantileMs(c.buckets, bounds, c.q)
+		switch {
+		case c.want < 0 && got != nil:
+			t.Errorf("%v q%v = %v, want none", c.buckets, c.q, *got)
+		case c.want >= 0 && (got == nil || *got < c.want-0.001 || *got > c.want+0.001):
+			t.Errorf("%v q%v = %v, want %v", c.buckets, c.q, got, c.want)
+		}
+	}
+}
+
+func TestMergeSeriesAddsTheMembersSecondBySecond(t *testing.T) {
+	bounds := []float64{.001, .01}
+	a := memberSeries{Name: "a", Bounds: bounds, Samples: []seriesSample{
+		{T: 11, Points: []seriesPoint{{Cmd: "tcp get", N: 4, B: []uint64{4, 0, 0}}}},
+		{T: 13, Points: []seriesPoint{{Cmd: "tcp get", N: 1, Err: 1, B: []uint64{0, 1, 0}}}},
+	}}
+	b := memberSeries{Name: "b", Bounds: bounds, Samples: []seriesSample{
+		{T: 11, Points: []seriesPoint{{Cmd: "tcp get", N: 4, B: []uint64{0, 4, 0}}, {Cmd: "http put", N: 2, B: []uint64{2, 0, 0}}}},
+		{T: 99, Points: []seriesPoint{{Cmd: "tcp get", N: 7}}}, // outside the window asked for
+	}}
+	c := memberSeries{Name: "c", Err: errors.New("timeout")}
+	rep := mergeSeries([]memberSeries{c, b, a}, 10, 13)
+	if len(rep.T) != 3 || rep.T[0] != 11 || rep.T[2] != 13 {
+		t.Fatalf("seconds %v, want 11..13", rep.T)
+	}
+	if len(rep.Commands) != 2 || rep.Commands[0].Command != "tcp get" {
+		t.Fatalf("commands %+v, want tcp get (busiest) then http put", rep.Commands)
+	}
+	get := rep.Commands[0]
+	if get.Ops[0] != 8 || get.Ops[1] != 0 || get.Ops[2] != 1 || get.Errors[2] != 1 {
+		t.Errorf("tcp get ops %v errors %v, want [8 0 1], [0 0 1]", get.Ops, get.Errors)
+	}
+	// Second 11: four in [0, 1 ms] on a and four in (1, 10 ms] on b: the median is at 1 ms.
+	if p := get.P50Ms[0]; p == nil || *p != 1 {
+		t.Errorf("merged p50 %v, want 1 ms", p)
+	}
+	if get.P50Ms[1] != nil {
+		t.Errorf("p50 of an empty second: %v, want null", *get.P50Ms[1])
+	}
+	if len(rep.Nodes) != 3 || rep.Nodes[0].Name != "a" || rep.Nodes[0].Ops[0] != 4 || rep.Nodes[1].Ops[0] != 6 ||
+		rep.Nodes[2].Error != "timeout" || sum(rep.Nodes[2].Ops) != 0 {
+		t.Errorf("nodes %+v; want a (4), b (6), c with its error", rep.Nodes)
+	}
+}
