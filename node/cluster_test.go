@@ -685,3 +685,46 @@ func TestClusterFencedNodeServesNothingAndRefusesInvalidations(t *testing.T) {
 		}
 	}
 }
+
+// A member can apply an invalidation before a handoff to it begins (it coordinated the
+// invalidation, or got it first) and then import an entry the sender read before the
+// invalidation reached the sender. The member remembers the invalidations it applied
+// recently, not only those during a handoff, and refuses such an entry. Scenario 3
+// (pause, resume) found the read of one after its INV_TAG had returned.
+func TestHandoffRefusesAnEntryAnInvalidationBeforeItBeganRemoved(t *testing.T) {
+	c := startCluster(t, 3)
+	coord := c.nodes[2]
+	key := c.keyOwnedBy(coord, "imported")
+	p := coord.store.PartitionOf(key)
+	old := coord.store.Clock().Next() // the entry's stamp: written before the invalidation
+	if _, err := coord.Backend().InvalidateTag(context.Background(), "rb"); err != nil {
+		t.Fatalf("INV_TAG: %v", err)
+	}
+	// The handoff begins after the invalidation was applied here.
+	ctx := context.Background()
+	r := coord.router
+	if _, err := r.handleHandoffBegin(ctx, "n0", handoffReq{P: p}); err != nil {
+		t.Fatal(err)
+	}
+	other := ""
+	for i := 0; other == ""; i++ {
+		if k := fmt.Sprintf("fresh%d", i); coord.store.PartitionOf(k) == p {
+			other = k
+		}
+	}
+	stale := toWire(cache.Entry{Key: key, Value: []byte("stale"), Tags: []string{"rb"}, Stamp: old})
+	fresh := toWire(cache.Entry{Key: other, Value: []byte("new"), Tags: []string{"rb"}, Stamp: coord.store.Clock().Next()})
+	rep, err := r.handleHandoffEntries(ctx, "n0", handoffReq{P: p, Entries: []wireEntry{stale, fresh}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Imported != 1 {
+		t.Fatalf("imported %d entries, want 1: the one written after the invalidation", rep.Imported)
+	}
+	if v, ok := coord.store.Get(stale.Key); ok {
+		t.Fatalf("an entry the invalidation removed was imported: %q", v)
+	}
+	if _, ok := coord.store.Get(fresh.Key); !ok {
+		t.Fatal("the entry written after the invalidation was refused")
+	}
+}

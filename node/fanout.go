@@ -72,16 +72,16 @@ func (r *Router) invalidateReport(ctx context.Context, req invalidateReq) (Inval
 		return InvalidationReport{}, unavailable("node %s is fenced: it cannot confirm the invalidation reached every member, retry through another node", r.self)
 	}
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.InvalidationTimeout) // the relays below too
+	defer cancel()
 	v := r.view.Load()
 	req.Members = v.names
-	count, stamp, err := r.applyInvalidation(ctx, req, "")
-	if err != nil {
-		return InvalidationReport{}, err
+	count, stamp, relayErr := r.applyInvalidation(ctx, req, "")
+	if stamp == 0 { // refused before it was applied here
+		return InvalidationReport{}, relayErr
 	}
-	rep := InvalidationReport{Members: []MemberInvalidation{{Name: r.self, Count: count, Elapsed: time.Since(start)}}}
+	rep := InvalidationReport{Members: []MemberInvalidation{{Name: r.self, Count: count, Elapsed: time.Since(start), Err: relayErr}}}
 	req.Stamp = stamp
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.InvalidationTimeout)
-	defer cancel()
 	peers := slices.DeleteFunc(slices.Clone(v.names), func(n string) bool { return n == r.self })
 	fanout := time.Now()
 	results := parallelEach(peers, func(name string) (int, error) { return r.sendInvalidation(ctx, name, req) })
@@ -101,6 +101,11 @@ func (r *Router) invalidateReport(ctx context.Context, req invalidateReq) (Inval
 	rep.Count = count
 	if len(failed) > 0 {
 		return rep, unavailable("invalidation incomplete: not acknowledged by %s (retrying in the background until they apply it or are declared dead)", strings.Join(failed, ", "))
+	}
+	if relayErr != nil {
+		// Applied here and by every member the view names; a member it was relayed
+		// to (one this view missed) did not acknowledge.
+		return rep, unavailable("invalidation incomplete: %v", relayErr)
 	}
 	return rep, nil
 }
@@ -225,19 +230,20 @@ func (r *Router) applyInvalidation(ctx context.Context, req invalidateReq, from 
 			targets = append(targets, m)
 		}
 	}
-	r.outMu.Lock()
-	for m := range r.outgoing {
-		if m != from && !slices.Contains(targets, m) {
+	for _, m := range r.handoffReceivers() {
+		// Not to the sender (it applied it before asking), nor to a member that relayed
+		// this copy, so relays cannot go round in a circle.
+		if m != from && !slices.Contains(targets, m) && !slices.Contains(req.Via, m) {
 			targets = append(targets, m)
 		}
 	}
-	r.outMu.Unlock()
 	if len(targets) == 0 {
 		return n, stamp, nil
 	}
 	relay := req
 	relay.Stamp = stamp
 	relay.Members = append(slices.Clone(req.Members), targets...)
+	relay.Via = append(slices.Clone(req.Via), r.self)
 	relayed, errs := parallel(targets, func(m string) (int, error) {
 		c, err := r.sendInvalidation(ctx, m, relay)
 		if !slices.Contains(extra, m) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -22,49 +23,21 @@ import (
 //
 // Invalidations keep working across the move: the sender relays every invalidation it
 // applies while a handoff is in progress to the receiver (applyInvalidation), and the
-// receiver, from begin to commit, records the invalidations it applies and refuses an
-// imported entry that one of them would have removed. Recording happens before the store
-// applies the invalidation and under importMu, which imports hold shared: an entry
-// imported before the record is in the store when the invalidation runs; one imported
-// after sees the record.
-
-// invRecord is an invalidation a node applied while it was receiving partitions.
-type invRecord struct {
-	stamp uint64 // taken after observing the sender's stamp: above every entry it kills
-	op    uint8
-	tags  []string
-	keys  []string
-}
-
-// covers reports whether the invalidation would have removed e.
-func (rec *invRecord) covers(e *cache.Entry) bool {
-	if e.Stamp >= rec.stamp {
-		return false
-	}
-	has := func(t string) bool { _, ok := slices.BinarySearch(e.Tags, t); return ok }
-	switch rec.op {
-	case invTagsAny:
-		return slices.ContainsFunc(rec.tags, has)
-	case invTagsAll:
-		return len(rec.tags) > 0 && !slices.ContainsFunc(rec.tags, func(t string) bool { return !has(t) })
-	case invKeys:
-		return slices.Contains(rec.keys, e.Key)
-	case invFlush:
-		return true
-	}
-	return false
-}
+// receiver records the invalidations it applies (invLog, also shortly before a handoff
+// begins) and refuses an imported entry that one of them removed. Recording happens
+// before the store applies the invalidation and under importMu, which imports hold
+// shared: an entry imported before the record is in the store when the invalidation
+// runs; one imported after sees the record.
 
 // receiveTimeout ends a handoff whose sender went silent: the partial copy stays (its
 // entries were checked), the record of invalidations is released.
 const receiveTimeout = 30 * time.Second
 
+// recordInvalidation records req in the invLog, before the store applies it.
 func (r *Router) recordInvalidation(req invalidateReq) {
 	r.importMu.Lock()
 	defer r.importMu.Unlock()
-	if len(r.receiving) > 0 {
-		r.invLog = append(r.invLog, invRecord{stamp: r.store.Clock().Next(), op: req.Op, tags: req.Tags, keys: req.Keys})
-	}
+	r.invLog.add(invRecord{stamp: r.store.Clock().Next(), at: time.Now(), op: req.Op, tags: req.Tags, keys: req.Keys})
 }
 
 func (r *Router) handleHandoffBegin(_ context.Context, peer string, req handoffReq) (handoffReply, error) {
@@ -108,7 +81,7 @@ func (r *Router) handleHandoffEntries(_ context.Context, peer string, req handof
 		if err := checkStamp(e.Stamp); err != nil {
 			return handoffReply{Imported: n}, fmt.Errorf("key %q: %w", e.Key, err)
 		}
-		if slices.ContainsFunc(r.invLog, func(rec invRecord) bool { return rec.covers(&e) }) {
+		if r.invLog.covers(&e) {
 			continue
 		}
 		ok, err := r.store.Import(e)
@@ -129,9 +102,6 @@ func (r *Router) handleHandoffCommit(_ context.Context, peer string, req handoff
 	r.importMu.Lock()
 	_, ok := r.receiving[req.P]
 	delete(r.receiving, req.P)
-	if len(r.receiving) == 0 {
-		r.invLog = nil
-	}
 	r.importMu.Unlock()
 	if !ok {
 		// A repeated commit (the first reply was lost) finds the partition held.
@@ -151,19 +121,23 @@ func (r *Router) handleHandoffCommit(_ context.Context, peer string, req handoff
 	return handoffReply{}, nil
 }
 
-// expireReceives forgets handoffs whose sender went silent.
+// expireReceives forgets handoffs whose sender went silent, and the invalidation records
+// no handoff needs any more (invLog).
 func (r *Router) expireReceives() {
 	r.importMu.Lock()
 	defer r.importMu.Unlock()
-	for p, t := range r.receiving {
-		if time.Since(t) > receiveTimeout {
+	cutoff := time.Now()
+	for p, began := range r.receiving {
+		if time.Since(began) > receiveTimeout {
 			r.log.Warn("handoff abandoned by its sender", "partition", p)
 			delete(r.receiving, p)
+			continue
+		}
+		if began.Before(cutoff) {
+			cutoff = began
 		}
 	}
-	if len(r.receiving) == 0 {
-		r.invLog = nil
-	}
+	r.invLog.prune(cutoff.Add(-r.cfg.InvalidationTimeout))
 }
 
 func (r *Router) handleWhoHolds(_ context.Context, _ string, req whoHoldsReq) (whoHoldsReply, error) {
@@ -192,6 +166,13 @@ func (r *Router) addOutgoing(to string, d int) {
 	if r.outgoing[to] <= 0 {
 		delete(r.outgoing, to)
 	}
+}
+
+// handoffReceivers lists the members partitions are being moved to.
+func (r *Router) handoffReceivers() []string {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	return slices.Collect(maps.Keys(r.outgoing))
 }
 
 // transfer hands partition p to member to. On an error the partition stays here.

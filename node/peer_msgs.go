@@ -155,6 +155,9 @@ type invalidateReq struct {
 	Keys    []string `msgpack:"k,omitempty"`
 	Stamp   uint64   `msgpack:"s"`
 	Members []string `msgpack:"m"`
+	// Via lists the members that relayed this copy, in order: none relays to a member
+	// already on it, so relays to handoff receivers cannot go round in a circle.
+	Via []string `msgpack:"v,omitempty"`
 }
 
 type invalidateReply struct {

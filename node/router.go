@@ -69,8 +69,8 @@ type Router struct {
 
 	// Incoming handoffs and the invalidations that arrive meanwhile (handoff.go).
 	importMu  sync.RWMutex
-	receiving map[int]time.Time // partition → last handoff message
-	invLog    []invRecord
+	receiving map[int]time.Time // partition → when its handoff began
+	invLog    invLog            // recent invalidations, for imports
 
 	outMu    sync.Mutex
 	outgoing map[string]int // peers partitions are being moved to → transfers in progress
