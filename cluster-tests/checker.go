@@ -20,8 +20,8 @@ package clustertests
 //     - KEYS_BY_TAG t belongs to the history of each key it listed, which must then hold
 //     a value carrying t (a key left out proves nothing: a miss);
 //     - a PUT, ADD or INCR that failed or got no answer may have taken effect at any
-//     time after it was invoked, or never: it returns "at infinity" (after every other
-//     operation) with an outcome that fits any state; a DEL or INV_TAG that failed or
+//     time within CheckOptions.UnknownHorizon of its invocation, or never: it returns
+//     then (or at the end of the history) with an outcome that fits any state; a DEL or INV_TAG that failed or
 //     got no answer is left out (never applying it explains every history applying it
 //     could, see keyHistories); a failed read is left out.
 //     A key's history is checked in pieces where nothing spans the cut (segments).
@@ -51,6 +51,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/tagcache/tagcache/node"
 )
 
 // Report is the checker's verdict on a history.
@@ -92,10 +94,22 @@ type CheckOptions struct {
 	// VisualizeDir, when set, receives porcupine's HTML visualization of every key that
 	// is not linearizable (the evidence names the file).
 	VisualizeDir string
+	// UnknownHorizon bounds when an operation without an answer took effect, if it did:
+	// within this long of its invocation (default DefaultUnknownHorizon). Without a
+	// bound such an operation spans the rest of the history, no piece can be cut after
+	// it and porcupine's search on a long history times out. A bound that is too short
+	// can only report more violations, never hide one.
+	UnknownHorizon time.Duration
 }
 
 // DefaultKeyTimeout is CheckOptions.KeyTimeout's default.
 const DefaultKeyTimeout = 10 * time.Second
+
+// DefaultUnknownHorizon is CheckOptions.UnknownHorizon's default: a node refuses a
+// forwarded command that arrives more than a second past its deadline (the forward
+// timeout, node.DefaultForwardTimeout), and a command run where it was sent took effect
+// before the node stopped answering; two more seconds of margin.
+const DefaultUnknownHorizon = node.DefaultForwardTimeout + 3*time.Second
 
 // maxEvidence bounds the evidence of each kind of violation; a last line counts the
 // rest.
@@ -108,6 +122,9 @@ func Check(h *History) Report { return CheckWith(h, CheckOptions{}) }
 func CheckWith(h *History, opts CheckOptions) Report {
 	if opts.KeyTimeout <= 0 {
 		opts.KeyTimeout = DefaultKeyTimeout
+	}
+	if opts.UnknownHorizon <= 0 {
+		opts.UnknownHorizon = DefaultUnknownHorizon
 	}
 	ops := h.Ops()
 	base := h.Start()
@@ -427,7 +444,7 @@ type keyHistory struct {
 // such removal would otherwise stay pending to the end of the history, and porcupine's
 // search can grow exponentially with the number of those (a paused node makes every
 // INV_TAG through it fail for seconds).
-func keyHistories(ops []Op, base time.Time) []*keyHistory {
+func keyHistories(ops []Op, base time.Time, horizon time.Duration) []*keyHistory {
 	read := map[string]bool{} // values some GET returned
 	var end time.Time
 	for i := range ops {
@@ -470,7 +487,7 @@ func keyHistories(ops []Op, base time.Time) []*keyHistory {
 		in.op, in.kind = op, op.Kind
 		ret := int64(op.Complete.Sub(base))
 		if out.unknown {
-			ret = infinity
+			ret = min(infinity, int64(op.Invoke.Add(horizon).Sub(base)))
 		}
 		kh.ops = append(kh.ops, porcupine.Operation{ClientId: op.Client, Input: in, Call: int64(op.Invoke.Sub(base)),
 			Output: out, Return: ret})
@@ -641,7 +658,7 @@ func maxTime(a, b time.Time) time.Time {
 
 // checkLinearizable checks every key's history with porcupine, a few keys at a time.
 func checkLinearizable(ops []Op, base time.Time, opts CheckOptions, r *Report) {
-	khs := keyHistories(ops, base)
+	khs := keyHistories(ops, base, opts.UnknownHorizon)
 	evidence := make([]string, len(khs))
 	results := make([]porcupine.CheckResult, len(khs))
 	var wg sync.WaitGroup
@@ -702,8 +719,8 @@ func checkKey(kh *keyHistory, base time.Time, opts CheckOptions) (porcupine.Chec
 // where that changes nothing: before an operation that leaves the same state whatever
 // the state before (an acknowledged PUT, an ADD that added, a DEL that found nothing),
 // when every operation invoked before it returned before it was invoked and it returned
-// before any other was invoked. An operation without an answer returns only at the end,
-// so none is cut after it.
+// before any other was invoked. An operation without an answer returns UnknownHorizon
+// after its invocation, so no cut falls within that.
 func segments(ops []porcupine.Operation) [][]porcupine.Operation {
 	slices.SortStableFunc(ops, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
 	var out [][]porcupine.Operation

@@ -357,7 +357,7 @@ func TestCheckLongHistoryInPiecesStillFindsViolations(t *testing.T) {
 		s.at(3, at+50, at+60, missOp("k"))
 	}
 	expectNoViolation(t, "long history", s)
-	if n := len(segments(keyHistories(s.ops, s.base)[0].ops)); n != 500 {
+	if n := len(segments(keyHistories(s.ops, s.base, DefaultUnknownHorizon)[0].ops)); n != 500 {
 		t.Errorf("%d pieces, want one per PUT", n)
 	}
 

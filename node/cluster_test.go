@@ -728,3 +728,31 @@ func TestHandoffRefusesAnEntryAnInvalidationBeforeItBeganRemoved(t *testing.T) {
 		t.Fatal("the entry written after the invalidation was refused")
 	}
 }
+
+// A forwarded command that arrives past its deadline is refused unrun: the forwarding
+// node has told its client the outcome is unknown, and the write must not land later
+// (TCP can deliver it late, after a healed partition).
+func TestForwardedCommandPastItsDeadlineIsNotRun(t *testing.T) {
+	c := startCluster(t, 2)
+	n := c.nodes[1]
+	key := c.keyOwnedBy(n, "late")
+	late := time.Now().Add(-forwardDeadlineSkew - time.Second).UnixNano()
+	rep, err := n.router.handleKeyOp(context.Background(), "n0", keyOp{Op: opPut, Key: key, Value: []byte("late"), Hop: 1, Deadline: late})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Err.decode(); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "not run") {
+		t.Fatalf("a late forwarded PUT: %v, want unavailable, not run", err)
+	}
+	if _, ok := n.store.Get(key); ok {
+		t.Fatal("the late forwarded PUT was run")
+	}
+	onTime := time.Now().Add(time.Second).UnixNano()
+	rep, _ = n.router.handleKeyOp(context.Background(), "n0", keyOp{Op: opPut, Key: key, Value: []byte("ok"), Hop: 1, Deadline: onTime})
+	if err := rep.Err.decode(); err != nil {
+		t.Fatalf("an on-time forwarded PUT: %v", err)
+	}
+	if v, ok := n.store.Get(key); !ok || string(v) != "ok" {
+		t.Fatalf("the on-time forwarded PUT: %q %v", v, ok)
+	}
+}

@@ -49,6 +49,9 @@ type keyOp struct {
 	Delta   int64         `msgpack:"d,omitempty"`
 	KeepTTL bool          `msgpack:"kt,omitempty"`
 	Mode    uint8         `msgpack:"m,omitempty"`
+	// Deadline (unix ns, the first forwarding node's clock): past it, plus
+	// forwardDeadlineSkew, the command is refused unrun (handleKeyOp).
+	Deadline int64 `msgpack:"dl,omitempty"`
 }
 
 // keyReply is the answer to a keyOp. Err codes rebuild the cache package's errors on the

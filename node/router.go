@@ -177,7 +177,11 @@ func (r *Router) exec(ctx context.Context, op keyOp) (keyReply, error) {
 	if !ok {
 		return keyReply{}, unavailable("owner %s of partition %d is not a live member", target, p)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ForwardTimeout)
+	now := time.Now()
+	if op.Deadline == 0 { // the first hop sets it; later hops keep it
+		op.Deadline = now.Add(r.cfg.ForwardTimeout).UnixNano()
+	}
+	ctx, cancel := context.WithDeadline(ctx, time.Unix(0, op.Deadline))
 	defer cancel()
 	rep, err := transport.CallTyped[keyOp, keyReply](ctx, r.tc, addr, kindKeyOp, op)
 	r.countForward(target, op.Op, err)
@@ -276,8 +280,20 @@ func (r *Router) execLocal(op keyOp) (keyReply, error) {
 	return rep, err
 }
 
-// handleKeyOp answers a key command forwarded by a peer.
+// forwardDeadlineSkew is how far past its deadline, by this node's clock, a forwarded
+// command may still start: room for the clocks of two members to differ.
+const forwardDeadlineSkew = time.Second
+
+// handleKeyOp answers a key command forwarded by a peer. One that arrives past its
+// deadline is refused unrun: the node that forwarded it has answered its client already
+// ("did not answer, the command may have run"), and a write must not take effect long
+// after that, e.g. when TCP delivers it late after a healed partition. So an unknown
+// outcome is settled within ForwardTimeout + forwardDeadlineSkew of the command.
 func (r *Router) handleKeyOp(ctx context.Context, _ string, op keyOp) (keyReply, error) {
+	if op.Deadline != 0 && time.Now().After(time.Unix(0, op.Deadline).Add(forwardDeadlineSkew)) {
+		err := unavailable("forwarded command arrived after its deadline: not run")
+		return keyReply{Err: encodeError(err)}, nil
+	}
 	rep, err := r.exec(ctx, op)
 	rep.Err = encodeError(err)
 	return rep, nil
