@@ -81,10 +81,11 @@ const (
 	DefaultOpTimeout       = 2 * time.Second
 )
 
-// Names of the workload's keys and tags.
-func wlValueKey(i int) string   { return "wl.k" + strconv.Itoa(i) }
-func wlCounterKey(i int) string { return "wl.c" + strconv.Itoa(i) }
-func wlTag(i int) string        { return "wl.t" + strconv.Itoa(i) }
+// Names of a run's keys and tags: each run has its own, so a run against a cluster that
+// an earlier run filled starts from absent keys, as the checker's model does.
+func (r *workloadRun) valueKey(i int) string   { return "wl." + r.runID + ".k" + strconv.Itoa(i) }
+func (r *workloadRun) counterKey(i int) string { return "wl." + r.runID + ".c" + strconv.Itoa(i) }
+func (r *workloadRun) tag(i int) string        { return "wl." + r.runID + ".t" + strconv.Itoa(i) }
 
 // RunWorkload runs cfg's clients until ctx ends, Duration passes or MaxOps operations
 // were performed, and returns the history of every operation. It returns once every
@@ -128,7 +129,7 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig) *History {
 // workloadRun is what the clients of one run share.
 type workloadRun struct {
 	cfg    WorkloadConfig
-	runID  string       // makes values unique across runs against the same cluster
+	runID  string       // makes keys, tags and values unique across runs against one cluster
 	issued atomic.Int64 // operations begun, for MaxOps
 	notRun atomic.Int64 // operations a closing node refused (notRun), resent
 }
@@ -286,9 +287,9 @@ func (c *wlClient) nextOp() Op {
 	counters := max(1, cfg.Keys/4)
 	anyKey := func() string {
 		if c.rng.IntN(5) == 0 {
-			return wlCounterKey(c.rng.IntN(counters))
+			return c.run.counterKey(c.rng.IntN(counters))
 		}
-		return wlValueKey(c.rng.IntN(cfg.Keys))
+		return c.run.valueKey(c.rng.IntN(cfg.Keys))
 	}
 	value := func() string {
 		c.seq++
@@ -301,7 +302,7 @@ func (c *wlClient) nextOp() Op {
 		}
 		out := make([]string, 0, n)
 		for _, i := range c.rng.Perm(cfg.Tags)[:n] {
-			out = append(out, wlTag(i))
+			out = append(out, c.run.tag(i))
 		}
 		return out
 	}
@@ -309,11 +310,11 @@ func (c *wlClient) nextOp() Op {
 	case r < 36:
 		return Op{Kind: OpGet, Key: anyKey()}
 	case r < 58:
-		return Op{Kind: OpPut, Key: wlValueKey(c.rng.IntN(cfg.Keys)), Value: value(), Tags: tags(c.rng.IntN(3))}
+		return Op{Kind: OpPut, Key: c.run.valueKey(c.rng.IntN(cfg.Keys)), Value: value(), Tags: tags(c.rng.IntN(3))}
 	case r < 66:
-		return Op{Kind: OpAdd, Key: wlValueKey(c.rng.IntN(cfg.Keys)), Value: value(), Tags: tags(c.rng.IntN(3))}
+		return Op{Kind: OpAdd, Key: c.run.valueKey(c.rng.IntN(cfg.Keys)), Value: value(), Tags: tags(c.rng.IntN(3))}
 	case r < 77:
-		op := Op{Kind: OpIncr, Key: wlCounterKey(c.rng.IntN(counters)), By: 1 + c.rng.Int64N(5)}
+		op := Op{Kind: OpIncr, Key: c.run.counterKey(c.rng.IntN(counters)), By: 1 + c.rng.Int64N(5)}
 		if c.proto != ProtoRESP && c.rng.IntN(3) == 0 {
 			op.Tags = tags(1)
 		}
@@ -321,9 +322,9 @@ func (c *wlClient) nextOp() Op {
 	case r < 86:
 		return Op{Kind: OpDel, Key: anyKey()}
 	case r < 93:
-		return Op{Kind: OpInvTag, Tag: wlTag(c.rng.IntN(cfg.Tags))}
+		return Op{Kind: OpInvTag, Tag: c.run.tag(c.rng.IntN(cfg.Tags))}
 	default:
-		return Op{Kind: OpKeysByTag, Tag: wlTag(c.rng.IntN(cfg.Tags))}
+		return Op{Kind: OpKeysByTag, Tag: c.run.tag(c.rng.IntN(cfg.Tags))}
 	}
 }
 

@@ -756,3 +756,25 @@ func TestForwardedCommandPastItsDeadlineIsNotRun(t *testing.T) {
 		t.Fatalf("the on-time forwarded PUT: %q %v", v, ok)
 	}
 }
+
+// A member that announced its leave and whose peer port refuses connections has left,
+// whether or not this node has heard of the leave itself: an invalidation does not wait
+// for it (it serves nothing any more).
+func TestInvalidationDoesNotWaitForAMemberThatLeftUnheard(t *testing.T) {
+	c := startCluster(t, 3)
+	coord, gone := c.nodes[0], c.nodes[2]
+	if err := gone.router.ml.AnnounceLeaving(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the coordinator sees the leave intent", func() bool {
+		return coord.router.view.Load().leaving[gone.router.self]
+	})
+	gone.router.ts.Close() // the peer port closes; memberlist has not said it left
+	start := time.Now()
+	if _, err := coord.Backend().InvalidateTag(context.Background(), "bye"); err != nil {
+		t.Fatalf("INV_TAG: %v", err)
+	}
+	if el := time.Since(start); el > coord.router.cfg.InvalidationTimeout/2 {
+		t.Fatalf("INV_TAG waited %s for a member that left", el)
+	}
+}
