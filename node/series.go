@@ -134,6 +134,13 @@ func (s *seriesRecorder) take(now time.Time) {
 		}
 	}
 	slices.SortFunc(smp.Points, func(a, b seriesPoint) int { return cmp.Compare(a.Cmd, b.Cmd) })
+	if n := len(s.samples); n > 0 && s.samples[n-1].T-1 > smp.T {
+		// The wall clock stepped back: the seconds it stepped back over are recorded
+		// anew, so their old samples go (merging into the newest would freeze the
+		// series until the clock caught up).
+		i, _ := slices.BinarySearchFunc(s.samples, smp.T, func(x seriesSample, t int64) int { return cmp.Compare(x.T, t) })
+		s.samples = s.samples[:i]
+	}
 	if n := len(s.samples); n > 0 && s.samples[n-1].T >= smp.T {
 		// A late tick followed by an early one: both belong to the same second.
 		smp = mergeSamples(s.samples[n-1], smp)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -185,4 +186,39 @@ func FuzzMergeSeries(f *testing.F) {
 			t.Fatalf("reply cannot be encoded: %v", err)
 		}
 	})
+}
+
+// When the wall clock steps back, the seconds it steps back over are forgotten and the
+// new seconds are recorded as they come, not merged into the newest old one.
+func TestSeriesRecorderFollowsTheClockWhenItStepsBack(t *testing.T) {
+	store, err := cache.New(cache.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	m := NewMetrics(Local{Store: store})
+	s := newSeriesRecorder(m)
+	get := m.Command("tcp", "get")
+	t0 := time.Unix(1_000_000, 50e6)
+	for i := range 6 {
+		s.take(t0.Add(time.Duration(i) * time.Second)) // seconds 1000000 … 1000004
+	}
+	back := t0.Add(-10 * time.Second) // the clock steps back ten seconds
+	for i := range 3 {
+		get.ObserveDuration(time.Millisecond, false)
+		s.take(back.Add(time.Duration(i) * time.Second)) // seconds 999989 … 999991
+	}
+	_, all := s.window(0, 2_000_000)
+	var secs []int64
+	for _, smp := range all {
+		secs = append(secs, smp.T)
+	}
+	if want := []int64{999_989, 999_990, 999_991}; !slices.Equal(secs, want) {
+		t.Fatalf("seconds %v, want %v", secs, want)
+	}
+	for _, smp := range all {
+		if len(smp.Points) != 1 || smp.Points[0].N != 1 {
+			t.Errorf("second %d: %+v, want one GET", smp.T, smp.Points)
+		}
+	}
 }
