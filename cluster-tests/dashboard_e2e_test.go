@@ -72,8 +72,8 @@ func TestDashboardEndToEnd(t *testing.T) {
 			t.Fatalf("put: %v", err)
 		}
 	}
-	// Two tags that differ only by a leading space (and, for the keys view, keys a
-	// browser cannot put in a URL path and a number a JS number would round).
+	// Keys a browser cannot put in a URL path, a number a JS number would round, and two
+	// tags that differ only by a leading space.
 	for _, e := range [][3]string{{".", `{"id":12345678901234567891}`, " e2e-spaced"}, {"..", "dots", "dots"}, {"e2e-twin", "twin", "e2e-spaced"}} {
 		body := map[string]any{"key": e[0], "value": e[1], "tags": []string{e[2]}, "ttl_ms": 600000}
 		if _, err := c.call(ctx, c.Node(0), "POST", "/put", body, nil); err != nil {
@@ -184,6 +184,26 @@ func TestDashboardEndToEnd(t *testing.T) {
 	for i := range 3 {
 		if v, ok, err := c.Get(ctx, i, "page:/p/12"); err != nil || ok {
 			t.Errorf("GET page:/p/12 through %s after deleting it from the page: %q, found %v, err %v", c.Node(i).Name, v, ok, err)
+		}
+	}
+
+	// The keys "." and "..": opened with every digit of their value, and deleted.
+	p.run("search for the dot keys",
+		chromedp.SetValue(chromedp.ID("search-mode"), "prefix"),
+		chromedp.SetValue(chromedp.ID("search-q"), "."),
+		chromedp.Click(chromedp.ID("search-submit")))
+	p.wait("the keys . and ..", `document.querySelectorAll('#keys-body tr[data-key]').length === 2`)
+	p.run("open .", chromedp.Click(chromedp.CSS(`#keys-body tr[data-key="."] button`)))
+	p.wait("its value with every digit", `document.getElementById('key-name').textContent === '.' && document.getElementById('key-value').textContent.includes('12345678901234567891')`)
+	p.run("open ..", chromedp.Click(chromedp.CSS(`#keys-body tr[data-key=".."] button`)))
+	p.wait("its value", `document.getElementById('key-name').textContent === '..' && document.getElementById('key-value').textContent === 'dots'`)
+	p.run("delete ..", chromedp.Click(chromedp.ID("key-delete")))
+	p.wait("the confirmation", `document.getElementById('confirm-dialog').open`)
+	p.run("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait("the deletion", `document.getElementById('key-status').textContent === 'Deleted.'`)
+	for i := range 3 {
+		if has(i, "..") || !has(i, ".") {
+			t.Errorf("through %s after deleting .. from the page: .. found %v, . found %v; want only .", c.Node(i).Name, has(i, ".."), has(i, "."))
 		}
 	}
 
