@@ -72,6 +72,23 @@ func TestDashboardEndToEnd(t *testing.T) {
 			t.Fatalf("put: %v", err)
 		}
 	}
+	// Keys a browser cannot put in a URL path, a number a JS number would round, and two
+	// tags that differ only by a leading space.
+	for _, e := range [][3]string{{".", `{"id":12345678901234567891}`, " e2e-spaced"}, {"..", "dots", "dots"}, {"e2e-twin", "twin", "e2e-spaced"}} {
+		body := map[string]any{"key": e[0], "value": e[1], "tags": []string{e[2]}, "ttl_ms": 600000}
+		if _, err := c.call(ctx, c.Node(0), "POST", "/put", body, nil); err != nil {
+			t.Fatalf("put %q: %v", e[0], err)
+		}
+	}
+	// has reports whether node i finds key (in the body: "." and ".." cannot be paths).
+	has := func(i int, key string) bool {
+		t.Helper()
+		var got struct{ Items []struct{ Key string } }
+		if _, err := c.call(ctx, c.Node(i), "POST", "/keys/bulk/get", map[string]any{"keys": []string{key}}, &got); err != nil {
+			t.Fatalf("bulk get %q through %s: %v", key, c.Node(i).Name, err)
+		}
+		return len(got.Items) == 1
+	}
 	// Some traffic for the charts, while the test runs.
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
@@ -170,6 +187,26 @@ func TestDashboardEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The keys "." and "..": opened with every digit of their value, and deleted.
+	p.run("search for the dot keys",
+		chromedp.SetValue(chromedp.ID("search-mode"), "prefix"),
+		chromedp.SetValue(chromedp.ID("search-q"), "."),
+		chromedp.Click(chromedp.ID("search-submit")))
+	p.wait("the keys . and ..", `document.querySelectorAll('#keys-body tr[data-key]').length === 2`)
+	p.run("open .", chromedp.Click(chromedp.CSS(`#keys-body tr[data-key="."] button`)))
+	p.wait("its value with every digit", `document.getElementById('key-name').textContent === '.' && document.getElementById('key-value').textContent.includes('12345678901234567891')`)
+	p.run("open ..", chromedp.Click(chromedp.CSS(`#keys-body tr[data-key=".."] button`)))
+	p.wait("its value", `document.getElementById('key-name').textContent === '..' && document.getElementById('key-value').textContent === 'dots'`)
+	p.run("delete ..", chromedp.Click(chromedp.ID("key-delete")))
+	p.wait("the confirmation", `document.getElementById('confirm-dialog').open`)
+	p.run("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait("the deletion", `document.getElementById('key-status').textContent === 'Deleted.'`)
+	for i := range 3 {
+		if has(i, "..") || !has(i, ".") {
+			t.Errorf("through %s after deleting .. from the page: .. found %v, . found %v; want only .", c.Node(i).Name, has(i, ".."), has(i, "."))
+		}
+	}
+
 	// Tags: the tag is listed; invalidate it from the page, with confirmation.
 	p.run("open tags", chromedp.Navigate(base+"/ui/#tags"))
 	p.wait("the tag in the list", fmt.Sprintf(`!!document.querySelector('#tags-body tr[data-tag=%q]')`, tag))
@@ -203,6 +240,17 @@ func TestDashboardEndToEnd(t *testing.T) {
 		}
 		if _, ok, err := c.Get(ctx, i, "page:/p/7"); err != nil || !ok {
 			t.Errorf("GET page:/p/7 through %s: found %v, err %v; an untagged key must survive", c.Node(i).Name, ok, err)
+		}
+	}
+
+	// A tag is invalidated exactly as listed: " e2e-spaced" is not "e2e-spaced".
+	p.run("ask to invalidate the spaced tag", chromedp.Click(chromedp.CSS(`#tags-body tr[data-tag=" e2e-spaced"] button`)))
+	p.wait("the confirmation with the exact tag", `document.getElementById('confirm-dialog').open && document.getElementById('confirm-text').textContent.includes('“ e2e-spaced”')`)
+	p.run("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait("its report", `document.getElementById('invalidate-result').dataset.tag === ' e2e-spaced' && document.getElementById('invalidate-result').dataset.success === 'true'`)
+	for i := range 3 {
+		if has(i, ".") || !has(i, "e2e-twin") {
+			t.Errorf("through %s after invalidating %q: . found %v, e2e-twin found %v; want only e2e-twin", c.Node(i).Name, " e2e-spaced", has(i, "."), has(i, "e2e-twin"))
 		}
 	}
 

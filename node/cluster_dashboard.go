@@ -16,30 +16,25 @@ import (
 func (r *Router) Series(ctx context.Context, since, upTo int64) []memberSeries {
 	v := r.view.Load()
 	out := make([]memberSeries, len(v.names))
-	results := parallelEach(v.names, func(name string) (int, error) {
-		i := indexOf(v.names, name)
+	slot := make(map[string]*memberSeries, len(v.names)) // only read while parallelEach runs
+	for i, name := range v.names {
 		out[i].Name = name
+		slot[name] = &out[i]
+	}
+	results := parallelEach(v.names, func(name string) (int, error) {
+		m := slot[name]
 		if name == r.self {
-			out[i].Bounds, out[i].Samples = r.localSeries(since, upTo)
+			m.Bounds, m.Samples = r.localSeries(since, upTo)
 			return 0, nil
 		}
 		rep, err := transport.CallTyped[seriesReq, seriesPeerReply](ctx, r.tc, v.peer[name], kindSeries, seriesReq{Since: since, UpTo: upTo})
-		out[i].Bounds, out[i].Samples = rep.Bounds, rep.Samples
+		m.Bounds, m.Samples = rep.Bounds, rep.Samples
 		return 0, err
 	})
 	for i, res := range results {
-		out[i].Err = res.err
+		out[i].Err = res.err // results are in the order of v.names
 	}
 	return out
-}
-
-func indexOf(names []string, name string) int {
-	for i, n := range names {
-		if n == name {
-			return i
-		}
-	}
-	return -1
 }
 
 func (r *Router) localSeries(since, upTo int64) ([]float64, []seriesSample) {

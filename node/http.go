@@ -95,7 +95,7 @@ func (a *httpAPI) routes() []httpRoute {
 		{pattern: "GET /cluster/events", command: "cluster_events", fn: a.clusterEvents},
 		{pattern: "POST /cluster/invalidate-tag", command: "cluster_invalidate_tag", fn: withBody(a.clusterInvalidateTag)},
 
-		// The dashboard's files (http_dashboard.go): public, they hold no data.
+		// The dashboard's files (http_ui.go): public, they hold no data.
 		{pattern: "GET /{$}", command: "ui", public: public, raw: http.HandlerFunc(uiRedirect)},
 		{pattern: "GET /ui/", command: "ui", public: public, raw: uiHandler()},
 	}
@@ -123,12 +123,14 @@ func (a *httpAPI) wrap(rt httpRoute) http.Handler {
 	if rt.raw != nil {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
+			mw := routeReplies(w)
 			rt.raw.ServeHTTP(w, r)
-			m.Observe(start, false)
+			m.Observe(start, mw != nil && mw.status >= 400)
 		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		routeReplies(w)
 		var reply any
 		var err error
 		if !rt.public && !a.n.auth.CheckHeader(r.Header.Get("Authorization")) {
@@ -295,20 +297,34 @@ func jsonTypeName(t reflect.Type) string {
 // the command "unknown": 404 for an unknown path, 405 for a known path with the wrong
 // method (its Allow header is kept), and the redirect of a path that is not canonical
 // ("/get//k", "/get/.."; a key holding "/" or dot segments must be escaped, %2F, %2E).
-// Route replies pass through untouched: they set the JSON Content-Type before their
-// status, which is how the two are told apart.
+// Route replies — a 304 or 404 of a dashboard file included — pass through untouched,
+// with their headers: wrap marks the writer as a route's before the route runs.
 type muxErrorWriter struct {
 	http.ResponseWriter
 	start    time.Time
 	metrics  *CommandMetrics
+	route    bool // a route is replying, not the mux
+	status   int  // the status written, 0 before
 	replaced bool // the mux's body is being dropped
 }
 
+// routeReplies marks w, when it is the muxErrorWriter, as carrying a route's reply, and
+// returns it (nil otherwise).
+func routeReplies(w http.ResponseWriter) *muxErrorWriter {
+	mw, ok := w.(*muxErrorWriter)
+	if ok {
+		mw.route = true
+	}
+	return mw
+}
+
 func (w *muxErrorWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
 	h := w.Header()
-	redirect := status >= 300 && status < 400
-	if h.Get("Content-Type") == contentTypeJSON ||
-		!(redirect || status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
+	redirect := status >= 300 && status < 400 && status != http.StatusNotModified
+	if w.route || !(redirect || status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
 		w.ResponseWriter.WriteHeader(status)
 		return
 	}

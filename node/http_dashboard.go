@@ -30,7 +30,7 @@ func (a *httpAPI) clusterStats(r *http.Request) (any, error) {
 	since = min(max(since, upTo-seriesWindow), upTo)
 	ctx, cancel := context.WithTimeout(r.Context(), clusterMembersTimeout)
 	defer cancel()
-	return mergeSeries(a.n.cluster.Series(ctx, since, upTo), since, upTo), nil
+	return mergeSeries(latencyBuckets, a.n.cluster.Series(ctx, since, upTo), since, upTo), nil
 }
 
 // clusterEvents answers GET /cluster/events: the membership events this node saw, newest

@@ -278,3 +278,12 @@ func TestClusterInvalidateTagReportNamesTheMemberThatDidNotAnswer(t *testing.T) 
 		}
 	}
 }
+
+func TestDashboardStandaloneNodeRecordsItsStart(t *testing.T) {
+	_, c := startHTTPNode(t, Config{})
+	var ev struct{ Events []clusterEvent }
+	c.decode(c.do("GET", "/cluster/events", ""), &ev)
+	if len(ev.Events) != 1 || ev.Events[0].Kind != "start" || ev.Events[0].Member != standaloneName {
+		t.Errorf("events %+v, want the start of %s", ev.Events, standaloneName)
+	}
+}

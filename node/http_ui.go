@@ -1,13 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"path"
 	"strings"
+	"time"
 )
 
 // The dashboard's files (docs/dashboard.md): hand-written ES modules and CSS under web/,
@@ -44,13 +47,17 @@ func uiFS() fs.FS {
 	return sub
 }
 
-// uiHandler serves the embedded files under /ui/. Each reply carries a strong ETag (a
-// hash of the file) and Cache-Control: no-cache, so a browser revalidates and gets a 304
-// until the binary changes: a new version never runs with an old module.
-func uiHandler() http.Handler {
+// uiFile is one embedded file, read once.
+type uiFile struct {
+	body []byte
+	etag string
+}
+
+// uiFiles reads every file under web/, keyed by its path below web/.
+func uiFiles() (map[string]uiFile, error) {
 	files := uiFS()
-	etags := map[string]string{}
-	fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+	out := map[string]uiFile{}
+	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -59,10 +66,24 @@ func uiHandler() http.Handler {
 			return err
 		}
 		sum := sha256.Sum256(b)
-		etags[p] = `"` + hex.EncodeToString(sum[:12]) + `"`
+		out[p] = uiFile{body: b, etag: `"` + hex.EncodeToString(sum[:12]) + `"`}
 		return nil
 	})
-	fileServer := http.StripPrefix("/ui/", http.FileServerFS(files))
+	if err != nil {
+		return nil, fmt.Errorf("read the dashboard's files: %w", err)
+	}
+	return out, nil
+}
+
+// uiHandler serves the embedded files under /ui/, and only them: any other name (a
+// folder included, never listed) is a JSON 404. Each reply carries a strong ETag (a hash
+// of the file) and Cache-Control: no-cache, so a browser revalidates and gets a 304
+// until the binary changes: a new version never runs with an old module.
+func uiHandler() http.Handler {
+	files, err := uiFiles()
+	if err != nil {
+		panic(err) // web is embedded: cannot happen
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/ui/")
 		if name == "" {
@@ -73,14 +94,17 @@ func uiHandler() http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Cache-Control", "no-cache")
-		if tag, ok := etags[name]; ok {
-			h.Set("ETag", tag)
-			if ct, ok := uiTypes[path.Ext(name)]; ok {
-				h.Set("Content-Type", ct)
-			}
+		f, ok := files[name]
+		if !ok {
+			writeJSON(w, http.StatusNotFound, errorBody{"no such file"})
+			return
 		}
-		fileServer.ServeHTTP(w, r)
+		h.Set("Cache-Control", "no-cache")
+		h.Set("ETag", f.etag)
+		if ct, ok := uiTypes[path.Ext(name)]; ok {
+			h.Set("Content-Type", ct)
+		}
+		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(f.body))
 	})
 }
 

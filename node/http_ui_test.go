@@ -127,7 +127,7 @@ func TestDashboardEveryReferencedFileIsEmbeddedAndNothingIsInline(t *testing.T) 
 			for _, m := range imports.FindAllSubmatch(b, -1) {
 				queue = append(queue, string(m[1]))
 			}
-			if regexp.MustCompile(`\beval\(|new Function\(|innerHTML`).Match(b) {
+			if regexp.MustCompile(`\beval\(|new Function\(|innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment`).Match(b) {
 				t.Errorf("%s builds code or HTML from strings", name)
 			}
 		}
@@ -138,4 +138,31 @@ func TestDashboardEveryReferencedFileIsEmbeddedAndNothingIsInline(t *testing.T) 
 		}
 		return err
 	})
+}
+
+// A revalidated file (304) and a missing one (404) are each one request of the ui route,
+// never also an "unknown" error, and keep the page's security headers.
+func TestDashboardNotModifiedAndNotFoundCountOnceAsTheUIRoute(t *testing.T) {
+	n, c := startHTTPNode(t, Config{})
+	resp, _ := c.rawGet("/ui/app.js")
+	notModified, _ := c.rawGet("/ui/app.js", "If-None-Match", resp.Header.Get("ETag"))
+	notFound, _ := c.rawGet("/ui/missing.js")
+	for _, r := range []*http.Response{notModified, notFound} {
+		if r.Header.Get("Content-Security-Policy") != uiCSP || r.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%d reply: headers %v, want the CSP and nosniff", r.StatusCode, r.Header)
+		}
+	}
+	if notModified.StatusCode != http.StatusNotModified || notFound.StatusCode != http.StatusNotFound {
+		t.Fatalf("statuses %d, %d; want 304, 404", notModified.StatusCode, notFound.StatusCode)
+	}
+	got := scrape(t, n.Metrics().Registry)
+	for name, want := range map[string]float64{
+		series("tagcache_requests_total", "command", "ui", "protocol", "http", "result", "ok"):         2,
+		series("tagcache_requests_total", "command", "ui", "protocol", "http", "result", "error"):      1,
+		series("tagcache_requests_total", "command", "unknown", "protocol", "http", "result", "error"): 0,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
+	}
 }

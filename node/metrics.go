@@ -19,6 +19,10 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
+// latencyBuckets are the upper bounds, in seconds, of the request latency histogram's
+// buckets (+Inf left out): from 10 µs to 1 s.
+var latencyBuckets = []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
+
 // NewMetrics registers the request metrics, the Go runtime and process collectors, and a
 // collector reading backend's statistics.
 func NewMetrics(backend Backend) *Metrics {
@@ -31,7 +35,7 @@ func NewMetrics(backend Backend) *Metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tagcache_request_duration_seconds",
 			Help:    "Time to execute a client request, by protocol and command.",
-			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+			Buckets: latencyBuckets,
 		}, []string{"protocol", "command"}),
 	}
 	m.Registry.MustRegister(m.requests, m.latency,

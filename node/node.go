@@ -215,7 +215,9 @@ func New(cfg Config) (*Node, error) {
 	n.events = newEventLog()
 	if n.router != nil {
 		n.router.series = n.series
-		n.events = n.router.eventLog
+		n.events = n.router.eventLog // the router records its own start
+	} else {
+		n.events.add("start", standaloneName, "no cluster")
 	}
 	n.seriesStop, n.seriesEnded = make(chan struct{}), make(chan struct{})
 	n.stopSeries = sync.OnceFunc(func() {

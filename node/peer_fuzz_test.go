@@ -22,6 +22,7 @@ func FuzzPeerMessages(f *testing.F) {
 		}
 		return b
 	}
+	now := time.Now().Unix()
 	e := wireEntry{Key: "k", Value: []byte("v"), Tags: []string{"t"}, Stamp: 1 << 40}
 	seeds := map[uint16][]any{
 		kindKeyOp: {keyOp{Op: opPut, Key: "k", Value: []byte("v"), Tags: []string{"a", "b"}}, keyOp{Op: opGet, Key: "k"},
@@ -37,7 +38,8 @@ func FuzzPeerMessages(f *testing.F) {
 		kindHandoffCommit:  {handoffReq{P: 5}},
 		kindWhoHolds:       {whoHoldsReq{P: []int{1, 2, 300, -1}}},
 		kindPing:           {pingReq{}},
-		kindSeries:         {seriesReq{Since: 1, UpTo: 1 << 40}},
+		kindSeries: {seriesReq{Since: 1, UpTo: 1 << 40}, seriesReq{Since: now - 10, UpTo: now + 10},
+			seriesReq{Since: now, UpTo: now - 5}, seriesReq{Since: -1 << 63, UpTo: -1 << 63}, seriesReq{Since: 1<<63 - 1, UpTo: 1<<63 - 1}},
 	}
 	for kind, msgs := range seeds {
 		for _, m := range msgs {
@@ -55,6 +57,15 @@ func FuzzPeerMessages(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { r.ts.Close(); r.tc.Close() })
+	// Two samples, so that kind 12 has a window to read.
+	m := NewMetrics(Local{Store: store})
+	r.series = newSeriesRecorder(m)
+	r.series.take(time.Unix(now-1, 0))
+	m.Command("tcp", "get").ObserveDuration(time.Millisecond, false)
+	r.series.take(time.Unix(now, 0))
+	if rep, _ := r.handleSeries(context.Background(), "peer", seriesReq{Since: now - 10, UpTo: now}); len(rep.Samples) != 1 {
+		f.Fatalf("kind 12 answers %+v, want the one sample", rep)
+	}
 	handlers := r.handlers()
 	f.Fuzz(func(t *testing.T, kind uint16, body []byte) {
 		h := handlers[kind%16]

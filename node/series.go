@@ -134,6 +134,13 @@ func (s *seriesRecorder) take(now time.Time) {
 		}
 	}
 	slices.SortFunc(smp.Points, func(a, b seriesPoint) int { return cmp.Compare(a.Cmd, b.Cmd) })
+	if n := len(s.samples); n > 0 && s.samples[n-1].T-1 > smp.T {
+		// The wall clock stepped back: the seconds it stepped back over are recorded
+		// anew, so their old samples go (merging into the newest would freeze the
+		// series until the clock caught up).
+		i, _ := slices.BinarySearchFunc(s.samples, smp.T, func(x seriesSample, t int64) int { return cmp.Compare(x.T, t) })
+		s.samples = s.samples[:i]
+	}
 	if n := len(s.samples); n > 0 && s.samples[n-1].T >= smp.T {
 		// A late tick followed by an early one: both belong to the same second.
 		smp = mergeSamples(s.samples[n-1], smp)
@@ -270,20 +277,19 @@ type nodeSeries struct {
 }
 
 // mergeSeries merges the members' samples of the seconds since+1 … upTo into one reply.
-// Histograms are added only between members whose buckets agree with the first
-// member's (they all run the same code but for a rolling upgrade).
-func mergeSeries(members []memberSeries, since, upTo int64) seriesReply {
+// Histograms are added only from members whose bucket bounds are own's, this node's
+// (they all run the same code but for a rolling upgrade); a member's reply is not
+// trusted further than that: other bounds, or none, or buckets of another length add the
+// counts but not the latencies, and seconds outside the window are left out.
+func mergeSeries(own []float64, members []memberSeries, since, upTo int64) seriesReply {
 	rep := seriesReply{IntervalMs: 1000, WindowS: seriesWindow, T: []int64{}, Commands: []commandSeries{}, Nodes: []nodeSeries{}}
 	n := int(max(upTo-since, 0))
 	for i := range n {
 		rep.T = append(rep.T, since+1+int64(i))
 	}
-	var bounds []float64
-	for _, m := range members {
-		if len(m.Bounds) > 0 {
-			bounds = m.Bounds
-			break
-		}
+	var bounds []float64 // nil: no percentiles
+	if validBounds(own) {
+		bounds = own
 	}
 	type acc struct {
 		ops, errs []uint64
@@ -295,12 +301,12 @@ func mergeSeries(members []memberSeries, since, upTo int64) seriesReply {
 		if m.Err != nil {
 			ns.Error = m.Err.Error()
 		}
-		sameBuckets := slices.Equal(m.Bounds, bounds)
+		sameBuckets := bounds != nil && slices.Equal(m.Bounds, bounds)
 		for _, smp := range m.Samples {
-			i := int(smp.T - since - 1)
-			if i < 0 || i >= n {
+			if smp.T <= since || smp.T > since+int64(n) {
 				continue
 			}
+			i := int(smp.T - since - 1)
 			for _, p := range smp.Points {
 				a := cmds[p.Cmd]
 				if a == nil {
@@ -338,16 +344,27 @@ func mergeSeries(members []memberSeries, since, upTo int64) seriesReply {
 	return rep
 }
 
+// validBounds reports whether bounds can be histogram bucket bounds: at least one, finite,
+// strictly increasing.
+func validBounds(bounds []float64) bool {
+	for i, b := range bounds {
+		if math.IsNaN(b) || math.IsInf(b, 0) || (i > 0 && b <= bounds[i-1]) {
+			return false
+		}
+	}
+	return len(bounds) > 0
+}
+
 // quantileMs estimates the q-quantile, in milliseconds, of the observations counted in
 // buckets (per bucket, +Inf last) by linear interpolation inside the bucket it falls in,
 // as Prometheus's histogram_quantile does; in the +Inf bucket it answers the largest
-// bound. nil when there is no observation.
+// bound. nil when there is no observation, or no bound to place it by.
 func quantileMs(buckets []uint64, bounds []float64, q float64) *float64 {
 	var total uint64
 	for _, c := range buckets {
 		total += c
 	}
-	if total == 0 || len(buckets) != len(bounds)+1 {
+	if total == 0 || len(bounds) == 0 || len(buckets) != len(bounds)+1 {
 		return nil
 	}
 	rank := q * float64(total)

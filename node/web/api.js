@@ -25,7 +25,15 @@ export const session = {
   },
 };
 
-export async function api(method, path, body) {
+// exactNumbers keeps every number the reply spells differently from what a JS number
+// would print (2^53 + 1, 1.0, 1e400) as its exact text: JSON.stringify writes it back
+// as sent. Numbers used in arithmetic (counts, TTLs) are small and stay numbers.
+function keepExactNumbers(_key, value, context) {
+  if (typeof value !== 'number' || !context || typeof JSON.rawJSON !== 'function') return value;
+  return String(value) === context.source ? value : JSON.rawJSON(context.source);
+}
+
+export async function api(method, path, body, { exactNumbers = false } = {}) {
   const headers = { Accept: 'application/json' };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   const init = { method, headers, cache: 'no-store' };
@@ -46,7 +54,8 @@ export async function api(method, path, body) {
   }
   let data = null;
   try {
-    data = await res.json();
+    const text = await res.text();
+    data = exactNumbers ? JSON.parse(text, keepExactNumbers) : JSON.parse(text);
   } catch {
     throw new Unreachable(`the node at ${location.host} sent an incomplete reply`);
   }

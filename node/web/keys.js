@@ -1,5 +1,7 @@
 // Keys: search by key prefix (POST /search {q}) or tag ({tag_any}); open a key to see its
-// value, TTL left and tags (GET /keys/{key}); delete it (DELETE /keys/{key}).
+// value, TTL left and tags (POST /keys/bulk/get); delete it (POST /keys/bulk/delete). The
+// bulk routes take the key in the body: in a path, a key such as "." or ".." would be
+// collapsed by the browser before it is sent.
 
 import { api } from './api.js';
 import { $, h, fmtTTL } from './util.js';
@@ -42,13 +44,15 @@ async function search() {
 }
 
 async function openKey(key) {
-  const e = await api('GET', `/keys/${encodeURIComponent(key)}`);
+  // Numbers are kept as sent: a JSON value's 2^53 + 1 is not shown rounded.
+  const r = await api('POST', '/keys/bulk/get', { keys: [key] }, { exactNumbers: true });
+  const e = r.items[0];
   const panel = $('key-detail');
   panel.hidden = false;
   $('key-name').textContent = key;
   $('key-status').textContent = '';
   current = key;
-  if (e.error === 'not_found') {
+  if (!e) {
     $('key-value').textContent = '(gone: expired, deleted or invalidated)';
     $('key-ttl').textContent = $('key-tags').textContent = $('key-created').textContent = '–';
     return;
@@ -63,8 +67,8 @@ async function deleteKey() {
   if (current === null) return;
   const key = current;
   if (!(await confirmAction(`Delete key “${key}”?`))) return;
-  const r = await api('DELETE', `/keys/${encodeURIComponent(key)}`);
-  $('key-status').textContent = r.deleted ? 'Deleted.' : 'It was already gone.';
+  const r = await api('POST', '/keys/bulk/delete', { keys: [key] });
+  $('key-status').textContent = r.count > 0 ? 'Deleted.' : 'It was already gone.';
   $('key-value').textContent = '(deleted)';
   const row = document.querySelector(`#keys-body tr[data-key="${CSS.escape(key)}"]`);
   if (row) row.remove();

@@ -8,18 +8,28 @@ import { confirmAction } from './confirm.js';
 
 const TOP = 20;
 
+let reported = () => {}; // set by setupTags
+
 export function setupTags(report) {
+  reported = report;
   $('invalidate-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    const tag = $('invalidate-tag').value.trim();
-    invalidate(tag).catch((err) => {
-      // Shown beside the form too: the banner alone is cleared by the next poll.
-      $('invalidate-result').hidden = false;
-      $('invalidate-result').dataset.success = 'false';
-      $('invalidate-summary').replaceChildren(h('span', { class: 'error' }, `Tag “${tag}”: failed — ${err.message}`));
-      $('invalidate-body').replaceChildren();
-      report(err);
-    });
+    // Tags are taken exactly as typed: " admin" and "admin" are two tags (PUT does not
+    // trim them). Only a blank entry is refused.
+    const tag = $('invalidate-tag').value;
+    if (tag.trim() === '') return;
+    invalidateShowingErrors(tag);
+  });
+}
+
+function invalidateShowingErrors(tag) {
+  invalidate(tag).catch((err) => {
+    // Shown beside the form too: the banner alone is cleared by the next poll.
+    $('invalidate-result').hidden = false;
+    $('invalidate-result').dataset.success = 'false';
+    $('invalidate-summary').replaceChildren(h('span', { class: 'error' }, `Tag “${tag}”: failed — ${err.message}`));
+    $('invalidate-body').replaceChildren();
+    reported(err);
   });
 }
 
@@ -35,7 +45,7 @@ export async function refreshTags() {
       h('td', { class: 'barcell' }, bar),
       h('td', {}, h('button', {
         type: 'button', class: 'danger small', 'aria-label': `Invalidate tag ${t.tag}`,
-        onclick: () => { $('invalidate-tag').value = t.tag; $('invalidate-submit').click(); },
+        onclick: () => invalidateShowingErrors(t.tag), // the exact tag, not the form's
       }, 'Invalidate…')));
   });
   if (rows.length === 0) rows.push(h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No tags.')));
