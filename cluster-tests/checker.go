@@ -21,7 +21,8 @@ package clustertests
 //     a value carrying t (a key left out proves nothing: a miss);
 //     - a PUT, ADD or INCR that failed or got no answer may have taken effect at any
 //     time within CheckOptions.UnknownHorizon of its invocation, or never: it returns
-//     then (or at the end of the history) with an outcome that fits any state; a DEL or INV_TAG that failed or
+//     then (or at the end of the history) with an outcome that fits any state — unless
+//     the node said it refused it before running it (refusedUnrun): then it is left out; a DEL or INV_TAG that failed or
 //     got no answer is left out (never applying it explains every history applying it
 //     could, see keyHistories); a failed read is left out.
 //     A key's history is checked in pieces where nothing spans the cut (segments).
@@ -501,6 +502,10 @@ func keyHistories(ops []Op, base time.Time, horizon time.Duration) []*keyHistory
 			if op.Kind == OpDel && op.Status != StatusOK {
 				history(op.Key)
 				break // see unacknowledged removals, above
+			}
+			if op.Status == StatusError && refusedUnrun(op.Err) {
+				history(op.Key)
+				break // refused before it ran: no effect (refusedUnrun)
 			}
 			kh := history(op.Key)
 			in := linInput{value: op.Value, unread: !read[op.Value], tags: mask(kh, op.Tags...), setTags: op.Tags != nil, by: op.By}

@@ -398,3 +398,20 @@ func TestCheckManyUnansweredOperationsStayCheckable(t *testing.T) {
 	}
 	t.Logf("%s in %s", r, time.Since(start))
 }
+
+// A write the node refused before running it is left out: its value showing up is a
+// violation (the node's word is tested, not assumed), while a write whose forward went
+// unanswered may have run.
+func TestCheckHoldsANodeToItsRefusal(t *testing.T) {
+	s := newSynth()
+	s.at(0, 0, 10, putOp("k", "v1"))
+	s.at(1, 20, 30, failedOp(putOp("k", "v2"), "owner n2 unreachable: call 127.0.0.1:9 kind 1: transport: request not sent"))
+	g := s.at(2, 40, 41, getOp("k", "v2"))
+	expectViolation(t, s, Report{LinearizabilityViolations: 1}, g)
+
+	s = newSynth()
+	s.at(0, 0, 10, putOp("k", "v1"))
+	s.at(1, 20, 30, failedOp(putOp("k", "v2"), "owner n2 did not answer, the command may have run: call 127.0.0.1:9 kind 1: transport: peer unreachable: connection lost"))
+	s.at(2, 40, 41, getOp("k", "v2"))
+	expectNoViolation(t, "a forward that may have run", s)
+}

@@ -342,6 +342,24 @@ const (
 // the connection answers so to what it receives meanwhile (docs/protocol.md, "closing").
 func notRun(msg string) bool { return strings.Contains(msg, "command not run") }
 
+// refusedUnrun reports whether an error answer says the node refused the command
+// before running it (docs/cluster.md, "Routing" and "Fencing"): the owner could not be
+// reached at all, the partition has no holder yet or is moving, the node is fenced, or
+// a forward came too late. The checker takes the node at its word and leaves such a
+// write out; if it ran after all, its value shows up unexplained.
+func refusedUnrun(msg string) bool {
+	if strings.Contains(msg, "may have run") {
+		return false
+	}
+	for _, s := range []string{" unreachable: call ", "has no holder yet", "routing: ownership of partition",
+		"is fenced: it lost contact", "arrived after its deadline: not run"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // opFailed records that op got no (usable) answer: its outcome is unknown.
 func opFailed(op *Op, err error) connState {
 	op.Status, op.Err = StatusUnknown, err.Error()
