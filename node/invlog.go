@@ -45,53 +45,67 @@ const maxInvRecords = 100_000
 
 func (l *invLog) add(rec invRecord) {
 	if len(l.recs) >= maxInvRecords {
-		drop := len(l.recs) / 2
-		l.floor = max(l.floor, l.recs[drop-1].stamp)
-		l.recs = slices.Delete(l.recs, 0, drop)
-		l.reindex()
+		n := len(l.recs) / 2
+		l.floor = max(l.floor, l.recs[n-1].stamp)
+		l.drop(n)
 	}
 	l.recs = append(l.recs, rec)
-	l.index(rec)
-}
-
-func (l *invLog) index(rec invRecord) {
 	if l.anyTag == nil {
 		l.anyTag, l.keys = map[string]uint64{}, map[string]uint64{}
 	}
 	switch rec.op {
 	case invTagsAny:
 		for _, t := range rec.tags {
-			l.anyTag[t] = max(l.anyTag[t], rec.stamp)
+			l.anyTag[t] = rec.stamp // stamps only grow: the newest naming t
 		}
 	case invTagsAll:
 		l.all = append(l.all, rec)
 	case invKeys:
 		for _, k := range rec.keys {
-			l.keys[k] = max(l.keys[k], rec.stamp)
+			l.keys[k] = rec.stamp
 		}
 	case invFlush:
-		l.flush = max(l.flush, rec.stamp)
-	}
-}
-
-func (l *invLog) reindex() {
-	l.anyTag, l.keys, l.all, l.flush = nil, nil, nil, 0
-	for _, rec := range l.recs {
-		l.index(rec)
+		l.flush = rec.stamp
 	}
 }
 
 // prune drops the records applied before cutoff.
 func (l *invLog) prune(cutoff time.Time) {
-	i := 0
-	for i < len(l.recs) && l.recs[i].at.Before(cutoff) {
-		i++
+	n := 0
+	for n < len(l.recs) && l.recs[n].at.Before(cutoff) {
+		n++
 	}
-	if i == 0 {
-		return
+	l.drop(n)
+}
+
+// drop forgets the n oldest records. An index entry goes with the record it came from:
+// records are kept in stamp order, so an entry still holding that record's stamp names
+// no newer record.
+func (l *invLog) drop(n int) {
+	for _, rec := range l.recs[:n] {
+		switch rec.op {
+		case invTagsAny:
+			for _, t := range rec.tags {
+				if l.anyTag[t] == rec.stamp {
+					delete(l.anyTag, t)
+				}
+			}
+		case invTagsAll:
+			l.all = l.all[1:]
+		case invKeys:
+			for _, k := range rec.keys {
+				if l.keys[k] == rec.stamp {
+					delete(l.keys, k)
+				}
+			}
+		case invFlush:
+			if l.flush == rec.stamp {
+				l.flush = 0
+			}
+		}
 	}
-	l.recs = slices.Delete(l.recs, 0, i)
-	l.reindex()
+	clear(l.recs[:n]) // release their tag and key slices
+	l.recs = l.recs[n:]
 }
 
 // covers reports whether a recorded invalidation removed e (or may have: below floor).
