@@ -778,3 +778,22 @@ func TestInvalidationDoesNotWaitForAMemberThatLeftUnheard(t *testing.T) {
 		t.Fatalf("INV_TAG waited %s for a member that left", el)
 	}
 }
+
+// Handoffs in a circle (n0 to n1, n1 to n2, n2 to n0) make each node relay every
+// invalidation to the next: relayed copies name their relayers, so the relays stop
+// instead of going round until the invalidation times out.
+func TestInvalidationRelaysAroundACircleOfHandoffsStop(t *testing.T) {
+	c := startCluster(t, 3)
+	for i, n := range c.nodes {
+		next := c.nodes[(i+1)%3].router.self
+		n.router.addOutgoing(next, 1)
+		t.Cleanup(func() { n.router.addOutgoing(next, -1) })
+	}
+	start := time.Now()
+	if _, err := c.nodes[0].Backend().InvalidateTag(context.Background(), "circle"); err != nil {
+		t.Fatalf("INV_TAG: %v", err)
+	}
+	if el := time.Since(start); el > c.nodes[0].router.cfg.InvalidationTimeout/2 {
+		t.Fatalf("INV_TAG took %s: relays went round the circle", el)
+	}
+}

@@ -226,21 +226,22 @@ func (r *Router) applyInvalidation(ctx context.Context, req invalidateReq, from 
 	stamp := clock.Next()
 
 	// Relay targets: live members not in req.Members, and handoff receivers.
-	known := map[string]bool{r.self: true, from: true}
-	for _, m := range req.Members {
-		known[m] = true
-	}
 	var extra, targets []string
 	for _, m := range r.view.Load().names {
-		if !known[m] {
+		if m != r.self && m != from && !slices.Contains(req.Members, m) {
 			extra = append(extra, m)
 			targets = append(targets, m)
 		}
 	}
 	for _, m := range r.handoffReceivers() {
-		// Not to the sender (it applied it before asking), nor to a member that relayed
-		// this copy, so relays cannot go round in a circle.
-		if m != from && !slices.Contains(targets, m) && !slices.Contains(req.Via, m) {
+		switch {
+		case m == from, slices.Contains(targets, m), slices.Contains(req.Via, m):
+			// The sender applied it before asking; a member that relayed this copy
+			// is not asked again, so relays cannot go round in a circle.
+		case from == "" && slices.Contains(req.Members, m):
+			// This node coordinates: its fan-out reaches the receiver, which records
+			// the invalidation for the import whenever it arrives (invLog).
+		default:
 			targets = append(targets, m)
 		}
 	}
