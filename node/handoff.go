@@ -248,10 +248,7 @@ func (r *Router) settle(wanted []int) (waiting bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ForwardTimeout)
 	defer cancel()
 	var mu sync.Mutex
-	holders := map[int]string{}
-	disputed := map[int]bool{} // some member's ring gives the partition to another node
-	views := false             // some member sees other members than this node
-	mine := r.view.Load().names
+	replies := map[string]whoHoldsReply{}
 	err := r.each(ctx, func(ctx context.Context, name, addr string) error {
 		if name == r.self {
 			return nil
@@ -262,39 +259,20 @@ func (r *Router) settle(wanted []int) (waiting bool) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		for _, p := range rep.Held {
-			holders[p] = name
-		}
-		for i, o := range rep.Owners {
-			if i < len(wanted) && o != r.self {
-				disputed[wanted[i]] = true // includes "" from a fenced member
-			}
-		}
-		if rep.Members != nil && !slices.Equal(rep.Members, mine) {
-			// Right after a partition heals a member may already see a node this one
-			// does not see yet, which may hold the partition (it claimed it meanwhile).
-			views = true
-		}
+		replies[name] = rep
 		return nil
 	})
 	if err != nil {
 		r.log.Debug("cannot settle partitions yet", "error", err)
 		return true
 	}
+	st := settleFrom(r.self, r.view.Load().names, wanted, replies)
+	for p, h := range st.holders {
+		storeName(&r.parts[p].holder, h)
+	}
 	claimed := 0
-	for _, p := range wanted {
+	for _, p := range st.claim {
 		ps := &r.parts[p]
-		if h, ok := holders[p]; ok {
-			storeName(&ps.holder, h)
-			continue
-		}
-		if disputed[p] || views {
-			// The members' rings or views disagree (a view still converging, e.g.
-			// right after a partition heals): claiming now could make a second
-			// holder. Wait.
-			waiting = true
-			continue
-		}
 		ps.mu.Lock()
 		if !ps.held.Load() {
 			r.store.DropPartition(p) // leftovers, see handleHandoffBegin
@@ -308,7 +286,50 @@ func (r *Router) settle(wanted []int) (waiting bool) {
 	if claimed > 0 {
 		r.log.Info("claimed partitions nobody held", "count", claimed)
 	}
-	return waiting || len(holders) > 0
+	return st.waiting || len(st.holders) > 0
+}
+
+// settlement is what the other members' whoHolds replies say of the partitions this
+// node owns in its ring but does not hold.
+type settlement struct {
+	holders map[int]string // partition → a member that holds it: it will hand it over
+	claim   []int          // held by nobody, and safe to claim empty
+	waiting bool           // some partition can be neither followed nor claimed yet
+}
+
+// settleFrom decides settle's outcome from the replies (by member name) to a whoHolds of
+// wanted. A partition nobody holds is claimed only when every member's ring gives it to
+// self and every member sees the same members (mine): right after a partition heals a
+// member may already see a node this one does not see yet, which may hold the partition
+// (it claimed it meanwhile); claiming then would make a second holder (scenario 4).
+func settleFrom(self string, mine []string, wanted []int, replies map[string]whoHoldsReply) settlement {
+	st := settlement{holders: map[int]string{}}
+	disputed := map[int]bool{} // some member's ring gives the partition to another node
+	views := false             // some member sees other members than this node
+	for _, name := range slices.Sorted(maps.Keys(replies)) {
+		rep := replies[name]
+		for _, p := range rep.Held {
+			st.holders[p] = name
+		}
+		for i, o := range rep.Owners {
+			if i < len(wanted) && o != self {
+				disputed[wanted[i]] = true // includes "" from a fenced member
+			}
+		}
+		if rep.Members != nil && !slices.Equal(rep.Members, mine) {
+			views = true
+		}
+	}
+	for _, p := range wanted {
+		switch {
+		case st.holders[p] != "":
+		case disputed[p] || views:
+			st.waiting = true // wait for the views to converge
+		default:
+			st.claim = append(st.claim, p)
+		}
+	}
+	return st
 }
 
 // reconcile moves the partitions this node holds to their owners and settles the ones
