@@ -158,12 +158,20 @@ type textConn struct {
 
 func dialTextProto(t testing.TB, n *Node) *textConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", n.Addr("tcp").String(), 5*time.Second)
+	c, r := dialListener(t, n, "tcp")
+	return &textConn{t: t, c: c, r: r}
+}
+
+// dialListener connects to n's listener of kind ("tcp", "resp"); the connection closes
+// when t ends.
+func dialListener(t testing.TB, n *Node, kind string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", n.Addr(kind).String(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &textConn{t: t, c: c, r: bufio.NewReader(c)}
+	return c, bufio.NewReader(c)
 }
 
 func (c *textConn) do(line string) string {

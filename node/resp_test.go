@@ -60,12 +60,8 @@ type respTestConn struct {
 
 func dialRESP(t testing.TB, n *Node) *respTestConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", n.Addr("resp").String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &respTestConn{t: t, c: c, r: bufio.NewReader(c)}
+	c, r := dialListener(t, n, "resp")
+	return &respTestConn{t: t, c: c, r: r}
 }
 
 func respRequest(args ...string) []byte {
