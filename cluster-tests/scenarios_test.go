@@ -1,14 +1,9 @@
 package clustertests
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -211,293 +206,66 @@ func printEvidence(t *testing.T, c *Cluster, r result) {
 	}
 }
 
-// Protocol clients for the functional scenario: the smallest speakers of the text
-// protocol, RESP and the HTTP API that the scenario needs.
+// opClient runs the functional scenario's commands over one of the workload's
+// connections (text, RESP or HTTP), so the scenario and the workload speak the
+// protocols through the same code.
+type opClient struct{ conn wlConn }
 
-type kvClient interface {
-	put(key, value string, tags ...string) error
-	get(key string) (value string, found bool, err error)
-	del(key string) error
-	invalidateTag(tag string) (int, error)
-	keysByTag(tag string) ([]string, error)
-	Close() error
+// run performs op; an error answer or a broken connection is an error.
+func (c opClient) run(op Op) (Op, error) {
+	if state := c.conn.do(&op); state != connUsable || op.Status != StatusOK {
+		return op, fmt.Errorf("%s: %s (status %d)", op.Kind, op.Err, op.Status)
+	}
+	return op, nil
 }
 
-type textClient struct {
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func dialText(addr, user, pass string) (*textClient, error) {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	c := &textClient{conn: conn, r: bufio.NewReader(conn)}
-	if reply, err := c.do("AUTH", user, pass); err != nil || reply != "OK" {
-		conn.Close()
-		return nil, fmt.Errorf("text AUTH on %s: %q %v", addr, reply, err)
-	}
-	return c, nil
-}
-
-func (c *textClient) do(fields ...string) (string, error) {
-	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c.conn, strings.Join(fields, "\t")+"\n"); err != nil {
-		return "", err
-	}
-	line, err := c.r.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if msg, ok := strings.CutPrefix(line, "ERR "); ok {
-		return "", fmt.Errorf("text %s: %s", fields[0], msg)
-	}
-	return line, nil
-}
-
-func (c *textClient) put(key, value string, tags ...string) error {
-	reply, err := c.do("PUT", key, "-", strings.Join(tags, ","), value)
-	if err == nil && reply != "OK" {
-		err = fmt.Errorf("text PUT: %q", reply)
-	}
+func (c opClient) put(key, value string, tags ...string) error {
+	_, err := c.run(Op{Kind: OpPut, Key: key, Value: value, Tags: tags})
 	return err
 }
 
-func (c *textClient) get(key string) (string, bool, error) {
-	reply, err := c.do("GET", key)
-	switch {
-	case err != nil:
-		return "", false, err
-	case reply == "NF":
-		return "", false, nil
-	case strings.HasPrefix(reply, "VALUE\t"):
-		return strings.TrimPrefix(reply, "VALUE\t"), true, nil
-	}
-	return "", false, fmt.Errorf("text GET: %q", reply)
+func (c opClient) get(key string) (string, bool, error) {
+	op, err := c.run(Op{Kind: OpGet, Key: key})
+	return op.Result, op.Found, err
 }
 
-func (c *textClient) del(key string) error {
-	reply, err := c.do("DEL", key)
-	if err == nil && reply != "DEL ok" && reply != "DEL nf" {
-		err = fmt.Errorf("text DEL: %q", reply)
-	}
+func (c opClient) del(key string) error {
+	_, err := c.run(Op{Kind: OpDel, Key: key})
 	return err
 }
 
-func (c *textClient) invalidateTag(tag string) (int, error) {
-	reply, err := c.do("INV_TAG", tag)
-	if err != nil {
-		return 0, err
-	}
-	n, ok := strings.CutPrefix(reply, "INV_TAG\t")
-	if !ok {
-		return 0, fmt.Errorf("text INV_TAG: %q", reply)
-	}
-	return strconv.Atoi(n)
+func (c opClient) invalidateTag(tag string) (int, error) {
+	op, err := c.run(Op{Kind: OpInvTag, Tag: tag})
+	return op.Count, err
 }
 
-func (c *textClient) keysByTag(tag string) ([]string, error) {
-	reply, err := c.do("KEYS_BY_TAG", tag)
-	if err != nil {
-		return nil, err
-	}
-	list, ok := strings.CutPrefix(reply, "KEYS\t")
-	if !ok {
-		return nil, fmt.Errorf("text KEYS_BY_TAG: %q", reply)
-	}
-	if list == "" {
-		return nil, nil
-	}
-	return strings.Split(list, ","), nil
+func (c opClient) keysByTag(tag string) ([]string, error) {
+	op, err := c.run(Op{Kind: OpKeysByTag, Tag: tag})
+	return op.Keys, err
 }
-
-func (c *textClient) Close() error { return c.conn.Close() }
-
-type respClient struct {
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func dialRESP(addr, user, pass string) (*respClient, error) {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	c := &respClient{conn: conn, r: bufio.NewReader(conn)}
-	if reply, err := c.do("AUTH", user, pass); err != nil || reply != "OK" {
-		conn.Close()
-		return nil, fmt.Errorf("RESP AUTH on %s: %v %v", addr, reply, err)
-	}
-	return c, nil
-}
-
-// do sends one command and returns its reply: a string (simple or bulk), nil (null
-// bulk or array), an int64 or a []any; an error reply is an error.
-func (c *respClient) do(args ...string) (any, error) {
-	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&sb, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(c.conn, sb.String()); err != nil {
-		return nil, err
-	}
-	return c.read()
-}
-
-func (c *respClient) read() (any, error) {
-	line, err := c.r.ReadString('\n')
-	if err != nil {
-		return nil, err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return nil, errors.New("RESP: empty reply line")
-	}
-	body := line[1:]
-	switch line[0] {
-	case '+':
-		return body, nil
-	case '-':
-		return nil, fmt.Errorf("RESP: %s", body)
-	case ':':
-		return strconv.ParseInt(body, 10, 64)
-	case '$':
-		n, err := strconv.Atoi(body)
-		if err != nil || n < 0 {
-			return nil, err
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(c.r, buf); err != nil {
-			return nil, err
-		}
-		return string(buf[:n]), nil
-	case '*':
-		n, err := strconv.Atoi(body)
-		if err != nil || n < 0 {
-			return nil, err
-		}
-		out := make([]any, n)
-		for i := range out {
-			if out[i], err = c.read(); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("RESP: unexpected reply %q", line)
-}
-
-func (c *respClient) put(key, value string, tags ...string) error {
-	reply, err := c.do("SET", key, value, "TAGS", strings.Join(tags, ","))
-	if err == nil && reply != "OK" {
-		err = fmt.Errorf("RESP SET: %v", reply)
-	}
-	return err
-}
-
-func (c *respClient) get(key string) (string, bool, error) {
-	reply, err := c.do("GET", key)
-	if err != nil || reply == nil {
-		return "", false, err
-	}
-	s, ok := reply.(string)
-	if !ok {
-		return "", false, fmt.Errorf("RESP GET: %v", reply)
-	}
-	return s, true, nil
-}
-
-func (c *respClient) del(key string) error {
-	_, err := c.do("DEL", key)
-	return err
-}
-
-func (c *respClient) invalidateTag(tag string) (int, error) {
-	reply, err := c.do("TAG.INVALIDATE", tag)
-	if err != nil {
-		return 0, err
-	}
-	n, ok := reply.(int64)
-	if !ok {
-		return 0, fmt.Errorf("RESP TAG.INVALIDATE: %v", reply)
-	}
-	return int(n), nil
-}
-
-func (c *respClient) keysByTag(tag string) ([]string, error) {
-	reply, err := c.do("TAG.KEYS", tag)
-	if err != nil {
-		return nil, err
-	}
-	arr, ok := reply.([]any)
-	if !ok {
-		return nil, fmt.Errorf("RESP TAG.KEYS: %v", reply)
-	}
-	var keys []string
-	for _, k := range arr {
-		keys = append(keys, fmt.Sprint(k))
-	}
-	return keys, nil
-}
-
-func (c *respClient) Close() error { return c.conn.Close() }
-
-// httpClient speaks the JSON API through the harness's HTTP helper.
-type httpClient struct {
-	c *Cluster
-	i int
-}
-
-func (h httpClient) put(key, value string, tags ...string) error {
-	return h.c.Put(context.Background(), h.i, key, value, tags...)
-}
-
-func (h httpClient) get(key string) (string, bool, error) {
-	return h.c.Get(context.Background(), h.i, key)
-}
-
-func (h httpClient) del(key string) error {
-	_, err := h.c.call(context.Background(), h.c.Node(h.i), "POST", "/invalidate-key", map[string]any{"key": key}, nil)
-	return err
-}
-
-func (h httpClient) invalidateTag(tag string) (int, error) {
-	return h.c.InvalidateTag(context.Background(), h.i, tag)
-}
-
-func (h httpClient) keysByTag(tag string) ([]string, error) {
-	var reply struct {
-		Keys []string `json:"keys"`
-	}
-	_, err := h.c.call(context.Background(), h.c.Node(h.i), "GET", "/keys-by-tag?tag="+url.QueryEscape(tag), nil, &reply)
-	return reply.Keys, err
-}
-
-func (h httpClient) Close() error { return nil }
 
 var protocols = []string{"text", "resp", "http"}
 
 // dialAll opens one client per node and protocol: clients[node][protocol].
-func dialAll(t *testing.T, c *Cluster) [][]kvClient {
+func dialAll(t *testing.T, c *Cluster) [][]opClient {
 	t.Helper()
 	user, pass := c.Credentials()
-	var all [][]kvClient
+	cfg := WorkloadConfig{Username: user, Password: pass, OpTimeout: 5 * time.Second}
+	ctx := context.Background()
+	var all [][]opClient
 	for _, i := range c.Up() {
 		ep := c.Node(i).Endpoint()
-		tc, err := dialText(ep.Text, user, pass)
+		tc, err := dialWLText(ctx, ep.Text, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc, err := dialRESP(ep.RESP, user, pass)
+		rc, err := dialWLRESP(ctx, ep.RESP, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { tc.Close(); rc.Close() })
-		all = append(all, []kvClient{tc, rc, httpClient{c, i}})
+		hc := newWLHTTP(ep.HTTP, cfg)
+		t.Cleanup(func() { tc.close(); rc.close(); hc.close() })
+		all = append(all, []opClient{{tc}, {rc}, {hc}})
 	}
 	return all
 }
