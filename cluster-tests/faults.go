@@ -102,33 +102,27 @@ func (c *Cluster) Add(ctx context.Context) (int, error) {
 // connections and buffers requests for it) but runs nothing, as in a long GC pause or
 // a frozen VM.
 func (c *Cluster) Pause(i int) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := c.nodes[i]
-	if n.state != stateUp {
-		return fmt.Errorf("pause %s: it is %s", n.Name, n.state)
-	}
-	if err := syscall.Kill(n.proc.pid, syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("pause %s: %w", n.Name, err)
-	}
-	n.state = statePaused
-	c.logf("paused %s (pid %d)", n.Name, n.proc.pid)
-	return nil
+	return c.signal(i, syscall.SIGSTOP, stateUp, statePaused, "pause", "paused")
 }
 
 // Resume continues node i after Pause with SIGCONT.
 func (c *Cluster) Resume(i int) error {
+	return c.signal(i, syscall.SIGCONT, statePaused, stateUp, "resume", "resumed")
+}
+
+// signal sends sig to node i, which must be in state from, and records it in state to.
+func (c *Cluster) signal(i int, sig syscall.Signal, from, to nodeState, verb, done string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.nodes[i]
-	if n.state != statePaused {
-		return fmt.Errorf("resume %s: it is %s", n.Name, n.state)
+	if n.state != from {
+		return fmt.Errorf("%s %s: it is %s", verb, n.Name, n.state)
 	}
-	if err := syscall.Kill(n.proc.pid, syscall.SIGCONT); err != nil {
-		return fmt.Errorf("resume %s: %w", n.Name, err)
+	if err := syscall.Kill(n.proc.pid, sig); err != nil {
+		return fmt.Errorf("%s %s: %w", verb, n.Name, err)
 	}
-	n.state = stateUp
-	c.logf("resumed %s (pid %d)", n.Name, n.proc.pid)
+	n.state = to
+	c.logf("%s %s (pid %d)", done, n.Name, n.proc.pid)
 	return nil
 }
 
