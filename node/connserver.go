@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,10 +29,85 @@ type connServer struct {
 	count    atomic.Int64          // open connections
 	accepted atomic.Uint64         // connections accepted
 	rejected atomic.Uint64         // connections refused at the limit
+
+	// Event loops (Linux), started when the server first listens (startLoops); nil:
+	// one goroutine per connection. newHandler makes a connection's protocol state.
+	loopsOnce  sync.Once
+	loops      []*evLoop
+	nextLoop   int // round robin, under mu
+	newHandler func(w io.Writer) connHandler
 }
 
 func newConnServer(n *Node, name string, refusal []byte) connServer {
 	return connServer{n: n, name: name, refusal: refusal, conns: make(map[net.Conn]struct{})}
+}
+
+// connHandler is one connection's protocol state (text or RESP), driven either by the
+// connection's own goroutine (serveGoroutine) or by an event loop (evLoop).
+type connHandler interface {
+	// fill reads once from src into the connection's input buffer.
+	fill(src io.Reader) error
+	// arrived marks the start of a batch, now (its latency is timed from here).
+	arrived(now time.Time)
+	// run runs the complete requests buffered, answering each with the protocol's
+	// closing refusal when refusing, and stops early when stop (nil: never) returns
+	// true, leaving the rest buffered. Replies go to the handler's writer, which may
+	// write through when it fills. It returns false when the connection must close once
+	// its replies are sent (QUIT, a protocol error, too many failed AUTHs).
+	run(refusing bool, stop func() bool) bool
+	// flush writes the buffered replies.
+	flush() error
+	// done is called once, when the connection is closed.
+	done()
+}
+
+// serveGoroutine serves c with h from the calling goroutine until EOF, an error, a
+// close request, the idle timeout or shutdown. Each round reads what the client sent,
+// runs every complete request in it and writes all the replies at once.
+func (s *connServer) serveGoroutine(c net.Conn, h connHandler) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	defer h.done()
+	idle := s.n.cfg.IdleTimeout
+	last := time.Now()       // the last batch's arrival
+	var deadlineAt time.Time // when the deadline was last pushed back
+	armed := false           // the deadline has been set once
+	refusing := false        // closing: commands get the refusal (see refuseTime)
+	for {
+		if !h.run(refusing, nil) {
+			h.flush()
+			return
+		}
+		if err := h.flush(); err != nil {
+			return
+		}
+		if !refusing && s.closing.Load() {
+			refusing = startRefusing(c)
+		}
+		// Pushing the deadline back costs a timer update; do it at most every idle/8,
+		// so a connection idle for IdleTimeout is always closed and one idle for less
+		// than 7/8 of it never is. It covers writes too: a client that does not read
+		// its replies is dropped.
+		if idle > 0 && !refusing && (!armed || last.Sub(deadlineAt) > idle/8) {
+			c.SetDeadline(last.Add(idle))
+			deadlineAt, armed = last, true
+			if s.closing.Load() {
+				refusing = startRefusing(c) // shutdown's wake-up may have been overwritten
+			}
+		}
+		if err := h.fill(c); err != nil {
+			if !refusing && errors.Is(err, os.ErrDeadlineExceeded) {
+				// Idle timeout or shutdown: answer what is already on its way, then
+				// close. A partial request is not run.
+				refusing = startRefusing(c)
+				continue
+			}
+			return // EOF, or the refusing time is over
+		}
+		last = time.Now()
+		h.arrived(last)
+	}
 }
 
 // acceptLoop accepts connections until ln is closed and runs serveConn on each in its own
@@ -56,6 +134,15 @@ func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
 			c.Close()
 			continue
 		}
+		if s.loops != nil {
+			if handed, open := s.toLoop(c); handed || !open {
+				if !open {
+					return
+				}
+				continue
+			}
+			// Not a socket (tests' in-memory connections): a goroutine serves it.
+		}
 		if !s.track(c) {
 			c.Close()
 			return
@@ -67,6 +154,80 @@ func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
 			s.closeConn(c)
 		}()
 	}
+}
+
+// startLoops starts the server's event loops (unless Config.Goroutines, or not on
+// Linux); if they cannot be made, the server falls back to goroutines. A cluster node's
+// loops run requests themselves only while it knows of no other member (Router.alone).
+func (s *connServer) startLoops() {
+	s.loopsOnce.Do(func() {
+		if s.newHandler == nil || s.n.cfg.Goroutines || !loopsSupported {
+			return
+		}
+		loops := make([]*evLoop, min(max(runtime.GOMAXPROCS(0), 1), maxLoops))
+		for i := range loops {
+			l, err := newEvLoop(s)
+			if err == nil && s.n.router != nil {
+				l.local = s.n.router.alone
+			}
+			if err != nil {
+				s.n.log.Warn(s.name+": event loop unavailable; one goroutine per connection", "error", err)
+				for _, l := range loops[:i] {
+					l.closeFDs()
+				}
+				return
+			}
+			loops[i] = l
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closing.Load() {
+			for _, l := range loops {
+				l.closeFDs()
+			}
+			return
+		}
+		for _, l := range loops {
+			go l.run()
+		}
+		s.loops = loops
+		s.n.log.Debug(s.name+" serving from event loops", "loops", len(loops))
+	})
+}
+
+// maxLoops bounds the event loops of one server.
+const maxLoops = 64
+
+// toLoop hands c to an event loop. handed is false if c is not a socket the loop can
+// take (it is left untouched); open is false when the server is closing.
+func (s *connServer) toLoop(c net.Conn) (handed, open bool) {
+	fd, err := dupFD(c)
+	if err != nil {
+		return false, true
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	c.Close() // the duplicate keeps the connection open
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		closeFD(fd)
+		return true, false
+	}
+	s.count.Add(1)
+	s.active.Add(1)
+	s.accepted.Add(1)
+	l := s.loops[s.nextLoop%len(s.loops)]
+	s.nextLoop++
+	l.add(fd, s.newHandler)
+	return true, true
+}
+
+// loopConnClosed is called by a loop when one of its connections is closed.
+func (s *connServer) loopConnClosed() {
+	s.count.Add(-1)
+	s.active.Done()
 }
 
 func (s *connServer) track(c net.Conn) bool {
@@ -154,6 +315,9 @@ func (s *connServer) shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		c.SetReadDeadline(time.Now()) // a blocked read returns; buffered requests still run
 	}
+	for _, l := range s.loops {
+		l.startClosing()
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.active.Wait(); close(done) }()
@@ -169,6 +333,9 @@ func (s *connServer) shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		for c := range s.conns {
 			abort(c)
+		}
+		for _, l := range s.loops {
+			l.resetAll()
 		}
 		s.mu.Unlock()
 		<-done

@@ -54,6 +54,11 @@ type Config struct {
 	// before the node closes idle ones, which would race a request being sent (HTTP
 	// has no clean way to refuse one unread). 0: none.
 	ShutdownDelay time.Duration
+	// Goroutines serves every text and RESP connection with its own goroutine. By
+	// default a standalone node on Linux serves them from event loops (one per
+	// GOMAXPROCS; see evloop_linux.go and docs/performance.md); a cluster node always
+	// uses goroutines, since a request may wait for a peer.
+	Goroutines bool
 	// MaxLineBytes bounds one text-protocol line. 0 derives it from the cache limits:
 	// room for a maximal key, value and tag list.
 	MaxLineBytes int
@@ -309,6 +314,7 @@ func (n *Node) Router() *Router { return n.router }
 func (n *Node) ServeTCP(ln net.Listener) {
 	n.track("tcp", ln)
 	n.log.Info("text protocol listening", "addr", ln.Addr().String(), "auth", n.tcpAuth)
+	n.text.startLoops()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

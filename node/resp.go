@@ -52,6 +52,7 @@ import (
 func (n *Node) ServeRESP(ln net.Listener) {
 	n.track("resp", ln)
 	n.log.Info("resp listening", "addr", ln.Addr().String(), "auth", n.tcpAuth)
+	n.resp.startLoops()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

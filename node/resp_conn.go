@@ -2,9 +2,8 @@ package node
 
 import (
 	"bufio"
-	"errors"
+	"io"
 	"net"
-	"os"
 	"sync/atomic"
 	"time"
 )
@@ -45,90 +44,78 @@ func newRESPServer(n *Node) *respServer {
 		s.cmds[i] = n.metrics.Command("resp", c.name)
 	}
 	s.cmds[respUnknown] = n.metrics.Command("resp", "unknown")
+	s.newHandler = s.newConn
 	return s
 }
 
-// serveConn runs one connection until EOF, an error, QUIT, the idle timeout or shutdown.
-// Each round reads what the client sent, runs every complete request in it and writes
-// all the replies at once.
-func (s *respServer) serveConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	ss := &respSession{
+// newSession starts a connection's state; replies go to w.
+func (s *respServer) newSession(w io.Writer) *respSession {
+	return &respSession{
 		srv:    s,
-		rw:     respWriter{w: bufio.NewWriterSize(c, respReadBuffer)},
+		rw:     respWriter{w: bufio.NewWriterSize(w, respReadBuffer)},
 		id:     s.nextID.Add(1),
 		auth:   sessionAuth{ok: !s.n.tcpAuth},
 		counts: newTally(s.cmds),
+		mark:   s.clock(),
 	}
-	defer ss.counts.flush()
-	rd := newRESPReader(s.maxBulk, s.maxRequest)
-	ss.mark = s.clock()
-	idle := s.n.cfg.IdleTimeout
-	var deadlineAt time.Duration // s.clock() when the deadline was last pushed back
-	armed := false               // the deadline has been set once
-	refusing := false            // closing: commands get respRefusal (see refuseTime)
-	for {
-		ran := 0
-		for {
-			args, err := rd.next(ss.auth.valid(s.n.auth))
-			if err == errRESPIncomplete {
-				break
-			}
-			if err != nil {
-				ss.rw.error("ERR Protocol error: " + err.Error())
-				ss.rw.w.Flush()
-				s.commands.Add(uint64(ran))
-				return
-			}
-			if refusing {
-				ss.rw.error(respRefusal)
-				continue
-			}
-			ran++
-			if !ss.exec(args) {
-				ss.counts.flush()
-				ss.rw.w.Flush()
-				s.commands.Add(uint64(ran))
-				return
-			}
-		}
+}
+
+// serveConn serves one connection from its own goroutine (connServer.serveGoroutine).
+func (s *respServer) serveConn(c net.Conn) { s.serveGoroutine(c, s.newConn(c)) }
+
+// runBuffered runs every complete request rd holds (answering each with respRefusal
+// when refusing), appending the replies to ss.rw, and publishes the batch's counts. It
+// stops early when stop (nil: never) returns true, leaving the rest buffered. It returns
+// false when the connection must close once the replies are flushed: a protocol error,
+// QUIT, too many failed AUTHs.
+func (ss *respSession) runBuffered(rd *respReader, refusing bool, stop func() bool) bool {
+	s := ss.srv
+	ran := 0
+	defer func() {
 		if ran > 0 {
 			s.commands.Add(uint64(ran))
 			ss.counts.flush()
 		}
-		if ss.rw.w.Buffered() > 0 {
-			if err := ss.rw.w.Flush(); err != nil {
-				return
-			}
+	}()
+	for stop == nil || !stop() {
+		args, err := rd.next(ss.auth.valid(s.n.auth))
+		if err == errRESPIncomplete {
+			break
 		}
-		if !refusing && s.closing.Load() {
-			refusing = startRefusing(c)
+		if err != nil {
+			ss.rw.error("ERR Protocol error: " + err.Error())
+			return false
 		}
-		if idle > 0 && !refusing {
-			// Pushing the deadline back costs a timer update; do it at most every
-			// idle/8, so a connection idle for IdleTimeout is always closed and one idle
-			// for less than 7/8 of it never is. It covers writes too: a client that does
-			// not read its replies is dropped. ss.mark, the last clock read, is at most
-			// one batch old.
-			if now := ss.mark; !armed || now-deadlineAt > idle/8 {
-				c.SetDeadline(s.started.Add(now + idle))
-				deadlineAt, armed = now, true
-				if s.closing.Load() {
-					refusing = startRefusing(c) // shutdown's wake-up may have been overwritten
-				}
-			}
+		if refusing {
+			ss.rw.error(respRefusal)
+			continue
 		}
-		if err := rd.fill(c); err != nil {
-			if !refusing && errors.Is(err, os.ErrDeadlineExceeded) {
-				// Idle timeout or shutdown: answer what is already on its way, then
-				// close. A partial request is not run.
-				refusing = startRefusing(c)
-				continue
-			}
-			return // EOF, or the refusing time is over
+		ran++
+		if !ss.exec(args) {
+			return false
 		}
-		ss.mark, ss.timing = s.clock(), true
 	}
+	return true
 }
+
+// respConn is one RESP connection's protocol state, for either driver (a goroutine or
+// an event loop).
+type respConn struct {
+	ss *respSession
+	rd *respReader
+}
+
+// newConn starts a connection whose replies go to w.
+func (s *respServer) newConn(w io.Writer) connHandler {
+	return &respConn{ss: s.newSession(w), rd: newRESPReader(s.maxBulk, s.maxRequest)}
+}
+
+func (h *respConn) fill(src io.Reader) error { return h.rd.fill(src) }
+func (h *respConn) arrived(now time.Time) {
+	h.ss.mark, h.ss.timing = now.Sub(h.ss.srv.started), true
+}
+func (h *respConn) run(refusing bool, stop func() bool) bool {
+	return h.ss.runBuffered(h.rd, refusing, stop)
+}
+func (h *respConn) flush() error { return h.ss.rw.w.Flush() }
+func (h *respConn) done()        { h.ss.counts.flush() }

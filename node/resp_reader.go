@@ -198,14 +198,8 @@ func (rd *respReader) fill(src io.Reader) error {
 		rd.w -= rd.r
 		rd.r = 0
 	}
-	n, err := src.Read(rd.buf[rd.w:])
+	n, err := readOnce(src, rd.buf[rd.w:])
 	rd.w += n
-	if n > 0 {
-		return nil // a read error comes back on the next read
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
 	return err
 }
 

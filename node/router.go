@@ -123,6 +123,14 @@ type memberView struct {
 
 func (v *memberView) alive(name string) bool { _, ok := v.peer[name]; return ok }
 
+// alone reports whether this node is the only member it knows of: then no command waits
+// for a peer (there is none to forward to or fan out to), so an event loop may run
+// commands itself (evloop_linux.go). Before the first view it is false.
+func (r *Router) alone() bool {
+	v := r.view.Load()
+	return v != nil && len(v.peer) <= 1
+}
+
 func loadName(p *atomic.Pointer[string]) string {
 	if s := p.Load(); s != nil {
 		return *s

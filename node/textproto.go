@@ -4,10 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -100,110 +99,67 @@ func newTextServer(n *Node) *textServer {
 		s.cmds[i] = n.metrics.Command("tcp", strings.ToLower(v))
 	}
 	s.cmds[textUnknown] = n.metrics.Command("tcp", "unknown")
+	s.newHandler = s.newConn
 	return s
 }
 
 // clock returns the monotonic time since the server started; one cheap clock read.
 func (s *textServer) clock() time.Duration { return time.Since(s.started) }
 
-// serveConn runs one connection until EOF, an error, the idle timeout or shutdown. Like
-// the RESP server's, each round reads what the client sent, runs every complete line in
-// it and writes all the replies at once; the idle deadline is pushed back at most every
-// IdleTimeout/8 and covers writes too.
-func (s *textServer) serveConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	r := bufio.NewReaderSize(c, textReadBuffer)
-	w := bufio.NewWriterSize(c, textReadBuffer)
-	sess := &session{srv: s, w: w, auth: sessionAuth{ok: !s.n.tcpAuth}, counts: newTally(s.cmds)}
-	defer sess.counts.flush()
-	idle := s.n.cfg.IdleTimeout
-	var deadlineAt time.Duration // s.clock() when the deadline was last pushed back
-	armed := false               // the deadline has been set once
-	sess.mark = s.clock()
-	var long []byte // a line longer than the read buffer, being accumulated
-	tooLong := false
-	refusing := false // closing: commands get textRefusal (see refuseTime)
-	for {
-		if r.Buffered() == 0 {
-			// The end of a batch: publish its counts, send its replies, then wait for
-			// more input.
-			sess.counts.flush()
-			if err := w.Flush(); err != nil {
-				return
-			}
-			if !refusing && s.closing.Load() {
-				refusing = startRefusing(c)
-			}
-			// sess.mark, the last clock read, is at most one batch old.
-			if now := sess.mark; !refusing && idle > 0 && (!armed || now-deadlineAt > idle/8) {
-				c.SetDeadline(s.started.Add(now + idle))
-				deadlineAt, armed = now, true
-				if s.closing.Load() {
-					refusing = startRefusing(c) // shutdown's wake-up may have been overwritten
-				}
-			}
-			sess.timing = true
-		}
-		line, err := r.ReadSlice('\n')
-		if sess.timing {
-			sess.mark = s.clock() // the batch's arrival
-		}
-		// Before AUTH a connection may send only short lines: a client without
-		// credentials must not make the node hold a megabyte per connection.
-		limit := s.n.cfg.MaxLineBytes
-		if !sess.auth.valid(s.n.auth) {
+// serveConn serves one connection from its own goroutine (connServer.serveGoroutine).
+func (s *textServer) serveConn(c net.Conn) { s.serveGoroutine(c, s.newConn(c)) }
+
+// textProtoConn is one text-protocol connection's state, for either driver (a goroutine or
+// an event loop).
+type textProtoConn struct {
+	ss *session
+	rd *textReader
+}
+
+// newConn starts a connection whose replies go to w.
+func (s *textServer) newConn(w io.Writer) connHandler {
+	ss := &session{srv: s, w: bufio.NewWriterSize(w, textReadBuffer), auth: sessionAuth{ok: !s.n.tcpAuth}, counts: newTally(s.cmds)}
+	ss.mark = s.clock()
+	return &textProtoConn{ss: ss, rd: newTextReader()}
+}
+
+func (h *textProtoConn) fill(src io.Reader) error { return h.rd.fill(src) }
+func (h *textProtoConn) arrived(now time.Time) {
+	h.ss.mark, h.ss.timing = now.Sub(h.ss.srv.started), true
+}
+func (h *textProtoConn) flush() error { return h.ss.w.Flush() }
+func (h *textProtoConn) done()        { h.ss.counts.flush() }
+
+// run runs every complete line buffered (see connHandler). Before AUTH a connection may
+// send only short lines: a client without credentials must not make the node hold a
+// megabyte per connection.
+func (h *textProtoConn) run(refusing bool, stop func() bool) bool {
+	ss, n := h.ss, h.ss.srv.n
+	defer ss.counts.flush()
+	for stop == nil || !stop() {
+		limit := n.cfg.MaxLineBytes
+		if !ss.auth.valid(n.auth) {
 			limit = min(limit, preAuthMaxLine)
 		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if !tooLong {
-				// +1: a final '\r' may be half of a "\r\n" terminator.
-				if len(long)+len(line) > limit+1 {
-					tooLong, long = true, nil
-				} else {
-					long = append(long, line...)
-				}
-			}
+		line, tooLong := h.rd.next(limit)
+		if tooLong {
+			fmt.Fprintf(ss.w, "ERR line too long (limit %d bytes)\n", limit)
 			continue
 		}
-		if err != nil {
-			sess.counts.flush()
-			w.Flush()
-			if !refusing && errors.Is(err, os.ErrDeadlineExceeded) {
-				// Idle timeout or shutdown: answer what is already on its way, then
-				// close. A final unterminated line is not a command.
-				refusing, long, tooLong = startRefusing(c), long[:0], false
-				continue
-			}
-			return // EOF, or the refusing time is over
-		}
-		if tooLong || lineLen(long, line) > limit {
-			fmt.Fprintf(w, "ERR line too long (limit %d bytes)\n", limit)
-			tooLong, long = false, long[:0]
-			continue
-		}
-		if len(long) > 0 {
-			line = append(long, line...)
+		if line == nil {
+			return true
 		}
 		if refusing {
 			if len(bytes.TrimRight(line, "\r\n")) > 0 {
-				w.WriteString(textRefusal)
+				ss.w.WriteString(textRefusal)
 			}
-			long = long[:0]
 			continue
 		}
-		if !sess.exec(line) {
-			sess.counts.flush()
-			w.Flush()
-			return
-		}
-		if cap(long) > textReadBuffer*4 {
-			long = nil // do not keep a huge buffer for an idle connection
-		} else {
-			long = long[:0]
+		if !ss.exec(line) {
+			return false
 		}
 	}
+	return true
 }
 
 // lineLen is the length of the line long+line without its "\n" or "\r\n" terminator, so
