@@ -36,6 +36,7 @@ type connServer struct {
 	loops      []*evLoop
 	nextLoop   int // round robin, under mu
 	newHandler func(w io.Writer) connHandler
+	alone      func() bool // a cluster node's Router.alone; nil on a standalone node
 }
 
 func newConnServer(n *Node, name string, refusal []byte) connServer {
@@ -134,7 +135,10 @@ func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
 			c.Close()
 			continue
 		}
-		if s.loops != nil {
+		// A cluster node with peers gives new connections goroutines: their requests
+		// may wait for a peer, and a loop would have to offload every batch, which
+		// costs more (a goroutine, two epoll_ctl and a wake-up per batch).
+		if s.loops != nil && (s.alone == nil || s.alone()) {
 			if handed, open := s.toLoop(c); handed || !open {
 				if !open {
 					return
@@ -157,18 +161,23 @@ func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
 }
 
 // startLoops starts the server's event loops (unless Config.Goroutines, or not on
-// Linux); if they cannot be made, the server falls back to goroutines. A cluster node's
-// loops run requests themselves only while it knows of no other member (Router.alone).
+// Linux); if they cannot be made, the server falls back to goroutines. A cluster node
+// hands a new connection to a loop only while it knows of no other member
+// (Router.alone); a loop runs requests itself only while that holds, and offloads them
+// to goroutines otherwise (evLoop.offload).
 func (s *connServer) startLoops() {
 	s.loopsOnce.Do(func() {
 		if s.newHandler == nil || s.n.cfg.Goroutines || !loopsSupported {
 			return
 		}
 		loops := make([]*evLoop, min(max(runtime.GOMAXPROCS(0), 1), maxLoops))
+		if s.n.router != nil {
+			s.alone = s.n.router.alone
+		}
 		for i := range loops {
 			l, err := newEvLoop(s)
-			if err == nil && s.n.router != nil {
-				l.local = s.n.router.alone
+			if err == nil {
+				l.local = s.alone
 			}
 			if err != nil {
 				s.n.log.Warn(s.name+": event loop unavailable; one goroutine per connection", "error", err)
