@@ -47,6 +47,7 @@ type evLoop struct {
 	resumed []*loopConn // connections whose offloaded requests have run
 	closing bool        // refuse, then close every connection
 	abort   bool        // reset every connection now
+	exited  bool        // run has ended; its descriptors are closed
 
 	// local reports whether every request can run here without waiting for a peer
 	// (nil: always, a standalone node); when it cannot, requests are offloaded.
@@ -83,6 +84,7 @@ type loopConn struct {
 	reset      bool          // reset it when its goroutine hands it back
 	eof        bool          // the client will send nothing more
 	quit       bool          // close once the replies are sent (QUIT, protocol error)
+	runFirst   bool          // refusing, but requests read earlier are still buffered: run them
 	stop       func() bool   // out.blocked, allocated once
 }
 
@@ -136,6 +138,9 @@ func (o *outbox) Write(p []byte) (int, error) {
 // connection's requests wait too, so a client that does not read cannot make the node
 // buffer without bound.
 func (o *outbox) blocked() bool { return o.off < len(o.buf) || o.err != nil }
+
+// discard drops the replies waiting for the socket (the connection is being ended).
+func (o *outbox) discard() { o.buf, o.off = nil, 0 }
 
 // drain writes what is waiting; it reports whether the socket took anything.
 func (o *outbox) drain() bool {
@@ -240,7 +245,11 @@ func closeFD(fd int) { syscall.Close(fd) }
 
 // closeFDs releases a loop that never ran.
 func (l *evLoop) closeFDs() {
-	syscall.Close(l.epfd)
+	if l.file != nil {
+		l.file.Close() // it owns epfd
+	} else {
+		syscall.Close(l.epfd)
+	}
 	syscall.Close(l.wake)
 }
 
@@ -253,8 +262,17 @@ func (l *evLoop) add(fd int, newHandler func(io.Writer) connHandler) {
 	c.h = newHandler(&c.out)
 	c.stop = func() bool { return c.out.blocked() || l.local != nil && !l.local() }
 	l.mu.Lock()
-	l.pending = append(l.pending, c)
+	exited := l.exited
+	if !exited {
+		l.pending = append(l.pending, c)
+	}
 	l.mu.Unlock()
+	if exited { // cannot happen: a loop ends only after its server stopped accepting
+		closeFD(fd)
+		c.h.done()
+		l.srv.loopConnClosed()
+		return
+	}
 	l.signal()
 }
 
@@ -274,16 +292,24 @@ func (l *evLoop) resetAll() {
 	l.signal()
 }
 
+// signal wakes the loop up for its control requests. A loop that has ended has closed
+// its eventfd, whose number may belong to another descriptor by now: it is not written.
 func (l *evLoop) signal() {
-	one := [8]byte{1}
-	syscall.Write(l.wake, one[:])
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.exited {
+		one := [8]byte{1}
+		syscall.Write(l.wake, one[:])
+	}
 }
 
 // run serves until the loop has been closed and has no connection left.
 func (l *evLoop) run() {
 	defer func() {
-		l.file.Close()
-		syscall.Close(l.wake)
+		l.mu.Lock()
+		l.exited = true
+		l.mu.Unlock()
+		l.closeFDs()
 	}()
 	idle := l.srv.n.cfg.IdleTimeout
 	for {
@@ -382,6 +408,10 @@ func (l *evLoop) control(now time.Duration) bool {
 	for _, c := range resumed {
 		c.busy = false
 		l.busy--
+		c.lastIO = now // a batch that waited long for a peer does not count as idle time
+		if !c.out.blocked() {
+			c.runFirst = false
+		}
 		if c.reset {
 			l.closeNow(c, true)
 			continue
@@ -441,10 +471,16 @@ func (l *evLoop) handle(c *loopConn, ev uint32, now time.Duration) {
 		}
 		return
 	}
-	if ev&syscall.EPOLLOUT != 0 && c.out.blocked() {
+	if ev&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) != 0 && c.out.blocked() {
+		// Also on an error or hang-up alone: the write reports it, and the connection
+		// is closed, instead of the event firing again and again.
 		if c.out.drain() {
 			c.lastIO = now
 		}
+		// The requests held back while the replies were stuck run before anything
+		// more is read (the next round reads).
+		l.serve(c, now)
+		return
 	}
 	if ev&(syscall.EPOLLIN|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 && c.state <= loopRefusing && !c.out.blocked() && !c.eof && !c.quit {
 		switch err := c.h.fill(fdReader(c.fd)); {
@@ -475,10 +511,13 @@ func (l *evLoop) serve(c *loopConn, now time.Duration) {
 			l.offload(c)
 			return
 		}
-		if !c.h.run(c.state == loopRefusing, c.stop) {
+		if !c.h.run(c.state == loopRefusing && !c.runFirst, c.stop) {
 			c.quit = true
 		}
 		c.h.flush()
+		if !c.out.blocked() {
+			c.runFirst = false
+		}
 		if !c.quit && l.local != nil && !l.local() {
 			l.offload(c) // the rest of the batch may wait for a peer
 			return
@@ -524,7 +563,7 @@ func (l *evLoop) offload(c *loopConn) {
 	}
 	c.busy = true
 	l.busy++
-	refusing := c.state == loopRefusing
+	refusing := c.state == loopRefusing && !c.runFirst
 	go func() {
 		if !c.h.run(refusing, c.out.blocked) {
 			c.quit = true
@@ -541,6 +580,9 @@ func (l *evLoop) offload(c *loopConn) {
 func (l *evLoop) refuse(c *loopConn, now time.Duration) {
 	if c.state == loopOpen {
 		c.state = loopRefusing
+		// Requests read before and held back while replies were stuck still run:
+		// only what arrives from now on is refused.
+		c.runFirst = c.out.blocked()
 		l.setUntil(c, now+refuseTime)
 	}
 }
@@ -585,7 +627,9 @@ func (l *evLoop) sweep(now, idle time.Duration) {
 		case c.busy:
 		case c.state == loopOpen && idle > 0 && now-c.lastIO >= idle:
 			if c.out.blocked() {
-				l.closeNow(c, false)
+				// Replies stuck for the idle timeout: the client is not reading.
+				c.out.discard()
+				l.endStream(c, now)
 				continue
 			}
 			l.refuse(c, now)
@@ -597,7 +641,8 @@ func (l *evLoop) sweep(now, idle time.Duration) {
 			// The client has not read its replies for the idle timeout. Else they wait
 			// for it (the goroutine servers' writes do the same); at shutdown, its
 			// timeout resets the connection.
-			l.closeNow(c, false)
+			c.out.discard()
+			l.endStream(c, now)
 		case c.state == loopLingering && now >= c.until:
 			l.closeNow(c, false)
 		case c.state == loopRefusing || c.state == loopLingering:

@@ -5,6 +5,7 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"os"
@@ -44,17 +45,17 @@ func TestEventLoopsAreUsedUnlessGoroutinesAreAsked(t *testing.T) {
 // replies of) everything it sends; once it reads, every reply arrives, in order.
 func TestEventLoopClientNotReadingDoesNotStallOthers(t *testing.T) {
 	n := startRESPNode(t, nil)
-	value := strings.Repeat("v", 64<<10)
+	value := strings.Repeat("v", 32<<10)
 	a := dialRESP(t, n)
 	a.expect(respStatus("OK"), "SET", "big", value)
-	const gets = 2000 // 128 MiB of replies
+	const gets = 1000 // 32 MiB of replies, far more than the socket buffers hold
 	go a.c.Write(bytes.Repeat(respRequest("GET", "big"), gets))
 	time.Sleep(200 * time.Millisecond)
 	b := dialRESP(t, n)
 	for range 100 {
 		start := time.Now()
 		b.expect(respStatus("PONG"), "PING")
-		if el := time.Since(start); el > time.Second {
+		if el := time.Since(start); el > 3*time.Second {
 			t.Fatalf("PING took %s while another client was not reading", el)
 		}
 	}
@@ -142,6 +143,13 @@ func TestEventLoopOffloadsRequestsWhileThereArePeers(t *testing.T) {
 
 	slow := &lineHandler{release: make(chan struct{})}
 	fast := &lineHandler{}
+	var released atomic.Bool
+	release := func() {
+		if released.CompareAndSwap(false, true) {
+			close(slow.release)
+		}
+	}
+	t.Cleanup(release) // registered after the loop's: runs first, so a failing test does not hang
 	cs := loopPair(t, l, slow)
 	cf := loopPair(t, l, fast)
 	rs, rf := bufio.NewReader(cs), bufio.NewReader(cf)
@@ -160,7 +168,7 @@ func TestEventLoopOffloadsRequestsWhileThereArePeers(t *testing.T) {
 	if fast.ran.Load() < 20 {
 		t.Fatalf("%d requests answered while another connection's request waited", fast.ran.Load())
 	}
-	close(slow.release)
+	release()
 	cs.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if line, err := rs.ReadString('\n'); err != nil || line != "ok block\n" {
 		t.Fatalf("the waiting request: %q, %v", line, err)
@@ -174,3 +182,66 @@ func TestEventLoopOffloadsRequestsWhileThereArePeers(t *testing.T) {
 }
 
 func osFile(fd int) *os.File { return os.NewFile(uintptr(fd), "socketpair") }
+
+// A loop that has ended has closed its eventfd; waking it again (a second Shutdown, the
+// shutdown timeout) must not write to whatever descriptor took that number since.
+func TestEventLoopThatEndedIsNotWokenThroughAReusedDescriptor(t *testing.T) {
+	n, err := New(Config{Bind: "127.0.0.1", TCPPort: -1, HTTPPort: -1, RESPPort: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.resp.mu.Lock()
+	loops := n.resp.loops
+	n.resp.mu.Unlock()
+	if len(loops) == 0 {
+		t.Fatal("no event loop")
+	}
+	l := loops[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		l.mu.Lock()
+		exited := l.exited
+		l.mu.Unlock()
+		if exited {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the loop did not end after Shutdown")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Take descriptors until one has the eventfd's old number.
+	var reused int = -1
+	for range 64 {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Close(fds[0]); syscall.Close(fds[1]) })
+		if fds[0] == l.wake {
+			reused = fds[1]
+		} else if fds[1] == l.wake {
+			reused = fds[0]
+		}
+		if reused >= 0 {
+			break
+		}
+	}
+	if reused < 0 {
+		t.Fatalf("none of 128 new descriptors took the eventfd's old number %d (Linux gives the lowest free one)", l.wake)
+	}
+	l.startClosing()
+	l.resetAll()
+	n.Shutdown(ctx)
+	var b [16]byte
+	if k, err := syscall.Read(reused, b[:]); err != syscall.EAGAIN {
+		t.Fatalf("an ended loop wrote %q (%v) to the descriptor that reused its eventfd's number", b[:max(k, 0)], err)
+	}
+}
