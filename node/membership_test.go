@@ -151,8 +151,10 @@ func msCluster(t *testing.T) (a, b, c *msNode) {
 	for _, n := range []*msNode{a, b, c} {
 		n.Start(context.Background())
 	}
+	// b and c join at once: a's news of one may be gossiped out before the other is a
+	// member, which then learns of it at the next push/pull (every 5s in this preset).
 	for _, n := range []*msNode{a, b, c} {
-		msWait(t, 5*time.Second, n.Name()+" sees three alive members", func() bool { return len(n.Alive()) == 3 })
+		msWait(t, 12*time.Second, n.Name()+" sees three alive members", func() bool { return len(n.Alive()) == 3 })
 	}
 	return a, b, c
 }
