@@ -342,14 +342,17 @@ func (l *evLoop) run() {
 // itself, as redis-server does, until the next timer (a connection's step ending, the
 // idle check): on a 2-core machine shared with the load generator that answers requests
 // sooner than parking the goroutine in Go's poller, which takes a wake-up of the
-// goroutine as well (docs/performance.md). While requests run on offloaded goroutines
-// it parks in Go's poller instead, so that they get the processor at once.
+// goroutine as well (docs/performance.md). But a goroutine blocked in a system call
+// keeps its processor until sysmon takes it back (20 µs, up to 10 ms after quiet
+// periods), so the loop parks in Go's poller instead when it has no connection, while
+// requests run on offloaded goroutines (they get the processor at once), and on a
+// cluster node with peers (gossip probes and the fencing lease must not wait for sysmon).
 func (l *evLoop) wait() int {
 	if n := epollPoll(l.epfd, l.events[:]); n > 0 {
 		return n
 	}
 	next := l.nextTimer()
-	if l.busy > 0 {
+	if l.busy > 0 || len(l.conns) == 0 || l.local != nil && !l.local() {
 		return l.park(next)
 	}
 	// Let goroutines this round readied run first: while the loop blocks in the kernel,

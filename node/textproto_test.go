@@ -392,9 +392,10 @@ func TestTextIncrKeepsTheTTLItFound(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Promise 5 is about never serving after the TTL; expiring slightly early is allowed.
-	// The store counts whole wall-clock milliseconds and a VM's wall clock can step a
-	// millisecond or two against the monotonic clock this test measures with.
-	if el := time.Since(start); el < 295*time.Millisecond {
+	// The store counts whole wall-clock milliseconds and a VM's wall clock steps against
+	// the monotonic clock this test measures with (12 ms once under -race in a busy run),
+	// so the bound only catches an INCR that shortened the TTL, not a few milliseconds.
+	if el := time.Since(start); el < 250*time.Millisecond {
 		t.Fatalf("counter expired after %s, before its 300ms TTL", el)
 	}
 	// A new TTL given to INCR replaces the old one.
