@@ -66,9 +66,6 @@ type connHandler interface {
 // close request, the idle timeout or shutdown. Each round reads what the client sent,
 // runs every complete request in it and writes all the replies at once.
 func (s *connServer) serveGoroutine(c net.Conn, h connHandler) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 	defer h.done()
 	idle := s.n.cfg.IdleTimeout
 	last := time.Now()       // the last batch's arrival
@@ -128,6 +125,9 @@ func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
 			continue
 		}
 		backoff = 0
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true) // replies are written once per batch
+		}
 		if s.count.Load() >= int64(s.n.cfg.MaxConnections) {
 			s.rejected.Add(1)
 			c.SetWriteDeadline(time.Now().Add(time.Second))
@@ -151,7 +151,6 @@ func (s *connServer) acceptLoop(ln net.Listener, serveConn func(net.Conn)) {
 			c.Close()
 			return
 		}
-		s.accepted.Add(1)
 		go func() {
 			defer s.untrack(c)
 			serveConn(c)
@@ -176,9 +175,6 @@ func (s *connServer) startLoops() {
 		}
 		for i := range loops {
 			l, err := newEvLoop(s)
-			if err == nil {
-				l.local = s.alone
-			}
 			if err != nil {
 				s.n.log.Warn(s.name+": event loop unavailable; one goroutine per connection", "error", err)
 				for _, l := range loops[:i] {
@@ -186,6 +182,7 @@ func (s *connServer) startLoops() {
 				}
 				return
 			}
+			l.local = s.alone
 			loops[i] = l
 		}
 		s.mu.Lock()
@@ -214,19 +211,13 @@ func (s *connServer) toLoop(c net.Conn) (handed, open bool) {
 	if err != nil {
 		return false, true
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 	c.Close() // the duplicate keeps the connection open
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing.Load() {
+	if !s.admitLocked(nil) {
 		closeFD(fd)
 		return true, false
 	}
-	s.count.Add(1)
-	s.active.Add(1)
-	s.accepted.Add(1)
 	l := s.loops[s.nextLoop%len(s.loops)]
 	s.nextLoop++
 	l.add(fd, s.newHandler)
@@ -242,12 +233,21 @@ func (s *connServer) loopConnClosed() {
 func (s *connServer) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.admitLocked(c)
+}
+
+// admitLocked counts a new connection, and remembers c (nil for a loop's connection,
+// which its loop tracks), unless the server is closing. The caller holds s.mu.
+func (s *connServer) admitLocked(c net.Conn) bool {
 	if s.closing.Load() {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	if c != nil {
+		s.conns[c] = struct{}{}
+	}
 	s.count.Add(1)
 	s.active.Add(1)
+	s.accepted.Add(1)
 	return true
 }
 

@@ -85,7 +85,7 @@ type loopConn struct {
 	eof        bool          // the client will send nothing more
 	quit       bool          // close once the replies are sent (QUIT, protocol error)
 	runFirst   bool          // refusing, but requests read earlier are still buffered: run them
-	stop       func() bool   // out.blocked, allocated once
+	stop       func() bool   // run's stop: replies stuck, or a peer may be waited for; allocated once
 }
 
 // outbox is a connection's writer: it writes straight to the socket and keeps what the
@@ -202,8 +202,7 @@ func newEvLoop(srv *connServer) (*evLoop, error) {
 	}
 	l.file = os.NewFile(uintptr(epfd), "evloop")
 	if l.raw, err = l.file.SyscallConn(); err != nil {
-		l.file.Close()
-		syscall.Close(l.wake)
+		l.closeFDs()
 		return nil, err
 	}
 	return l, nil
@@ -243,7 +242,7 @@ func dupCloexec(fd int) (int, error) {
 
 func closeFD(fd int) { syscall.Close(fd) }
 
-// closeFDs releases a loop that never ran.
+// closeFDs releases the loop's descriptors (when run ends, or a loop that never ran).
 func (l *evLoop) closeFDs() {
 	if l.file != nil {
 		l.file.Close() // it owns epfd
@@ -621,8 +620,8 @@ func (l *evLoop) closeNow(c *loopConn, reset bool) {
 }
 
 // sweep ends the steps that are over, and starts refusing on connections idle for the
-// idle timeout (or drops them if their replies have been stuck that long: the idle
-// timeout covers writes too).
+// idle timeout (or ends the stream of those whose replies have been stuck that long: the
+// idle timeout covers writes too).
 func (l *evLoop) sweep(now, idle time.Duration) {
 	l.sweepAt = now + loopSweepEvery(idle)
 	for _, c := range l.conns {

@@ -55,9 +55,9 @@ type Config struct {
 	// has no clean way to refuse one unread). 0: none.
 	ShutdownDelay time.Duration
 	// Goroutines serves every text and RESP connection with its own goroutine. By
-	// default a standalone node on Linux serves them from event loops (one per
-	// GOMAXPROCS; see evloop_linux.go and docs/performance.md); a cluster node always
-	// uses goroutines, since a request may wait for a peer.
+	// default a node on Linux serves them from event loops (one per GOMAXPROCS; see
+	// evloop_linux.go and docs/performance.md), except that a cluster node with peers
+	// gives new connections goroutines, since a request may wait for a peer.
 	Goroutines bool
 	// MaxLineBytes bounds one text-protocol line. 0 derives it from the cache limits:
 	// room for a maximal key, value and tag list.

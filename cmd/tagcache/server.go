@@ -99,7 +99,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	fs.BoolVar(&f.logJSON, "log-json", false, "write logs as JSON lines")
 	fs.IntVar(&f.gomaxprocs, "gomaxprocs", 0, "most CPUs running Go code at once (0: auto, 1 on a machine with 2 or fewer CPUs, else Go's default; $GOMAXPROCS wins over auto); see docs/performance.md")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long the graceful leave (handing partitions to their new owners) and in-flight requests may take before connections are closed")
-	fs.BoolVar(&f.eventLoops, "event-loops", true, "serve text-protocol and RESP connections from event loops, one per GOMAXPROCS (Linux, standalone nodes; a cluster node always uses one goroutine per connection); false: one goroutine per connection everywhere; see docs/performance.md")
+	fs.BoolVar(&f.eventLoops, "event-loops", true, "serve text-protocol and RESP connections from event loops, one per GOMAXPROCS (Linux; a cluster node with peers gives new connections one goroutine each, since a request may wait for a peer); false: one goroutine per connection everywhere; see docs/performance.md")
 	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 250*time.Millisecond, "on SIGTERM/SIGINT, how long every listener keeps serving (counting the graceful leave) while HTTP responses close their connections, so that HTTP clients leave their keep-alive connections before idle ones are closed; raise it where a load balancer needs time to stop sending new connections")
 	f.addClusterFlags(fs)
 	fs.Usage = func() {
