@@ -33,6 +33,14 @@ const replyTimeout = 5 * time.Second
 
 // startTextNode starts a node serving only the text protocol on a free loopback port and
 // returns it with the address to dial (its only listener, so Addrs()[0]). The node is shut down when the test ends.
+// bothDrivers runs test with connections served by event loops and by one goroutine
+// each (Config.Goroutines): the closing and idle contracts are the servers', whichever
+// drives the connection.
+func bothDrivers(t *testing.T, test func(t *testing.T, goroutines bool)) {
+	t.Run("loops", func(t *testing.T) { test(t, false) })
+	t.Run("goroutines", func(t *testing.T) { test(t, true) })
+}
+
 func startTextNode(t testing.TB, cfg node.Config) (*node.Node, string) {
 	t.Helper()
 	if cfg.Bind == "" {
@@ -839,8 +847,12 @@ func (c *textClient) readLineAfter(line string) (string, error) {
 }
 
 func TestTextIdleTimeoutClosesAnIdleConnection(t *testing.T) {
+	bothDrivers(t, testTextIdleTimeoutClosesAnIdleConnection)
+}
+
+func testTextIdleTimeoutClosesAnIdleConnection(t *testing.T, goroutines bool) {
 	t.Parallel()
-	_, addr := startTextNode(t, node.Config{IdleTimeout: 200 * time.Millisecond})
+	_, addr := startTextNode(t, node.Config{IdleTimeout: 200 * time.Millisecond, Goroutines: goroutines})
 	busy := dialText(t, addr)
 	idle := dialText(t, addr)
 	idle.expect("GET\tk", "NF")
@@ -863,8 +875,12 @@ func TestTextIdleTimeoutClosesAnIdleConnection(t *testing.T) {
 // A client that stops reading its replies is cut off after the idle timeout too: every
 // write has a deadline, so it cannot hold its connection's goroutine forever.
 func TestTextClientThatNeverReadsIsClosedAfterIdleTimeout(t *testing.T) {
+	bothDrivers(t, testTextClientThatNeverReadsIsClosedAfterIdleTimeout)
+}
+
+func testTextClientThatNeverReadsIsClosedAfterIdleTimeout(t *testing.T, goroutines bool) {
 	t.Parallel()
-	_, addr := startTextNode(t, node.Config{IdleTimeout: 300 * time.Millisecond})
+	_, addr := startTextNode(t, node.Config{IdleTimeout: 300 * time.Millisecond, Goroutines: goroutines})
 	c := dialText(t, addr)
 	c.expect("PUT\tbig\t-\t-\t"+strings.Repeat("v", 64<<10), "OK")
 	c.write(strings.Repeat("GET\tbig\n", 1024)) // 64 MiB of replies, never read for now
@@ -1120,7 +1136,11 @@ func waitFor(t testing.TB, ch <-chan struct{}, what string) {
 }
 
 func TestTextShutdownAnswersPipelinedCommandsThenCloses(t *testing.T) {
-	n, err := node.New(node.Config{TCPPort: -1, HTTPPort: -1})
+	bothDrivers(t, testTextShutdownAnswersPipelinedCommandsThenCloses)
+}
+
+func testTextShutdownAnswersPipelinedCommandsThenCloses(t *testing.T, goroutines bool) {
+	n, err := node.New(node.Config{TCPPort: -1, HTTPPort: -1, Goroutines: goroutines})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1180,7 +1200,11 @@ func TestTextShutdownAnswersPipelinedCommandsThenCloses(t *testing.T) {
 }
 
 func TestTextShutdownClosesIdleConnectionsPromptly(t *testing.T) {
-	n, addr := startTextNode(t, node.Config{}) // the default idle timeout is 10 minutes
+	bothDrivers(t, testTextShutdownClosesIdleConnectionsPromptly)
+}
+
+func testTextShutdownClosesIdleConnectionsPromptly(t *testing.T, goroutines bool) {
+	n, addr := startTextNode(t, node.Config{Goroutines: goroutines}) // the default idle timeout is 10 minutes
 	var clients []*textClient
 	for range 5 {
 		c := dialText(t, addr)
@@ -1209,7 +1233,11 @@ func TestTextShutdownClosesIdleConnectionsPromptly(t *testing.T) {
 }
 
 func TestTextShutdownReturnsWhenContextEndsDespiteAStuckClient(t *testing.T) {
-	n, addr := startTextNode(t, node.Config{})
+	bothDrivers(t, testTextShutdownReturnsWhenContextEndsDespiteAStuckClient)
+}
+
+func testTextShutdownReturnsWhenContextEndsDespiteAStuckClient(t *testing.T, goroutines bool) {
+	n, addr := startTextNode(t, node.Config{Goroutines: goroutines})
 	c := dialText(t, addr)
 	value := strings.Repeat("v", 64<<10)
 	c.expect("PUT\tbig\t-\t-\t"+value, "OK")
@@ -1237,8 +1265,12 @@ func TestTextShutdownReturnsWhenContextEndsDespiteAStuckClient(t *testing.T) {
 // must not re-arm its idle deadline after Shutdown cut the wait short: its client, gone
 // quiet, would then hold Shutdown until its context ends.
 func TestTextShutdownIsNotHeldByConnectionsThatJustAnswered(t *testing.T) {
+	bothDrivers(t, testTextShutdownIsNotHeldByConnectionsThatJustAnswered)
+}
+
+func testTextShutdownIsNotHeldByConnectionsThatJustAnswered(t *testing.T, goroutines bool) {
 	for range 10 {
-		n, addr := startTextNode(t, node.Config{}) // the default idle timeout is 10 minutes
+		n, addr := startTextNode(t, node.Config{Goroutines: goroutines}) // the default idle timeout is 10 minutes
 		var wg sync.WaitGroup
 		quiet := make(chan struct{})
 		for range 32 {
@@ -1379,8 +1411,12 @@ func TestTextLinesBeforeAuthAreLimitedToFourKiB(t *testing.T) {
 // not run, and then the end of the stream; and no INCR ran without its reply reaching the
 // client (the counter equals the replies). docs/protocol.md, "closing".
 func TestTextShutdownAnswersEveryCommandItRanOrRefused(t *testing.T) {
+	bothDrivers(t, testTextShutdownAnswersEveryCommandItRanOrRefused)
+}
+
+func testTextShutdownAnswersEveryCommandItRanOrRefused(t *testing.T, goroutines bool) {
 	for round := range 5 {
-		n, addr := startTextNode(t, node.Config{})
+		n, addr := startTextNode(t, node.Config{Goroutines: goroutines})
 		c := dialText(t, addr)
 		stop := make(chan struct{})
 		writer := make(chan struct{})
