@@ -186,13 +186,7 @@ func osFile(fd int) *os.File { return os.NewFile(uintptr(fd), "socketpair") }
 // A loop that has ended has closed its eventfd; waking it again (a second Shutdown, the
 // shutdown timeout) must not write to whatever descriptor took that number since.
 func TestEventLoopThatEndedIsNotWokenThroughAReusedDescriptor(t *testing.T) {
-	n, err := New(Config{Bind: "127.0.0.1", TCPPort: -1, HTTPPort: -1, RESPPort: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
+	n := startRESPNode(t, nil) // its cleanup shuts it down a third time, harmlessly
 	n.resp.mu.Lock()
 	loops := n.resp.loops
 	n.resp.mu.Unlock()
