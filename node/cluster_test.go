@@ -32,15 +32,28 @@ type testCluster struct {
 
 func clusterLogger(t testing.TB, name string) hclog.Logger {
 	if testing.Verbose() {
-		return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: &testLogWriter{t: t}})
+		w := &testLogWriter{t: t}
+		// Cleanups run last-registered first, so this one runs after the node's
+		// shutdown; memberlist's goroutines may still log after that, and testing
+		// panics on a Log after the test has ended.
+		t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+		return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: w})
 	}
 	return hclog.NewNullLogger()
 }
 
-type testLogWriter struct{ t testing.TB }
+type testLogWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool // the test has ended: drop further lines
+}
 
 func (w *testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 

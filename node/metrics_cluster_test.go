@@ -295,31 +295,54 @@ func TestClusterMetricsRingGaugesMatchClusterRing(t *testing.T) {
 func TestClusterMetricsCountMembershipEventsAndShowTheFence(t *testing.T) {
 	c := startCluster(t, 3)
 	watcher := c.nodes[0]
-	events := func(kind string) float64 {
-		return scrape(t, watcher.Metrics().Registry)[series("tagcache_membership_events_total", "kind", kind)]
+	events := func() (join, leave, fail float64) {
+		m := scrape(t, watcher.Metrics().Registry)
+		ev := func(kind string) float64 {
+			return m[series("tagcache_membership_events_total", "kind", kind)]
+		}
+		return ev("join"), ev("leave"), ev("fail")
 	}
-	if got := events("join"); got != 2 {
-		t.Errorf("n0 counted %v joins, want 2 (n1 and n2)", got)
+	// On a loaded machine a member can be declared dead for a moment and come back
+	// (memberlist refutes the suspicion): that counts a fail and then a join. So the
+	// test checks the balance (joins − leaves − fails = the other members alive) and
+	// what each step adds, not absolute totals.
+	balance := func(wantAlive float64) {
+		t.Helper()
+		j, l, f := events()
+		if j-l-f != wantAlive {
+			t.Errorf("n0 counted joins %v, leaves %v, fails %v: %v alive, want %v", j, l, f, j-l-f, wantAlive)
+		}
 	}
+	if j, _, f := events(); j < 2 || j-f != 2 {
+		t.Errorf("n0 counted %v joins and %v fails, want 2 joins (n1 and n2) net of flaps", j, f)
+	}
+	_, leaves0, _ := events()
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.nodes[2].Shutdown(ctx); err != nil {
 		t.Fatalf("graceful leave of n2: %v", err)
 	}
-	waitFor(t, 5*time.Second, "n0 counts n2's leave", func() bool { return events("leave") == 1 })
+	waitFor(t, 5*time.Second, "n0 counts n2's leave", func() bool { _, l, _ := events(); return l == leaves0+1 })
 	c.settled(c.nodes[:2])
+	t.Logf("n2 left and the ring settled after %v", time.Since(start).Round(time.Millisecond))
+	balance(1)
 	if got := scrape(t, watcher.Metrics().Registry)["tagcache_fenced"]; got != 0 {
 		t.Fatalf("fenced = %v with 2 of 2 members alive", got)
 	}
 	// n1 crashes: n0 sees one member of two, no majority, and fences itself.
+	joins1, leaves1, fails1 := events()
 	c.nodes[1].crash()
+	crashed := time.Now()
 	waitFor(t, 10*time.Second, "n0 counts n1's failure and fences itself", func() bool {
-		m := scrape(t, watcher.Metrics().Registry)
-		return m[series("tagcache_membership_events_total", "kind", "fail")] == 1 && m["tagcache_fenced"] == 1
+		_, _, f := events()
+		return f == fails1+1 && scrape(t, watcher.Metrics().Registry)["tagcache_fenced"] == 1
 	})
-	if got := events("join"); got != 2 {
-		t.Errorf("n0 counted %v joins after a leave and a crash, want still 2", got)
+	t.Logf("n0 counted n1's failure and fenced itself %v after the crash", time.Since(crashed).Round(time.Millisecond))
+	if j, l, _ := events(); j != joins1 || l != leaves1 {
+		t.Errorf("a crash counted joins %v→%v, leaves %v→%v: want neither to change", joins1, j, leaves1, l)
 	}
+	balance(0)
 }
 
 // newIdleRouter is a cluster router that is never started: nothing gossips, nothing
