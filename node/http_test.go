@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -887,5 +888,33 @@ func TestHTTPShutdownDelayClosesConnectionsBeforeIdleOnesAreCut(t *testing.T) {
 	}
 	if closing.Load() != 4 {
 		t.Fatalf("%d of 4 clients got a reply saying Connection: close during the shutdown delay (%d requests)", closing.Load(), sent.Load())
+	}
+}
+
+// A client that opened a connection and sent nothing (Go's Transport parks spare dialled
+// connections in its pool) must not hold Shutdown: http.Server.Shutdown alone waits until
+// such a connection is 5 s old.
+func TestHTTPShutdownClosesConnectionsThatSentNothing(t *testing.T) {
+	n, c := startHTTPNode(t, Config{ShutdownDelay: 100 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A request on another connection proves the node serves (and has accepted the
+	// silent one: accepts are in order on one listener).
+	if r := c.do("GET", "/health", ""); r.status != 200 {
+		t.Fatalf("/health: %d", r.status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	began := time.Now()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a silent connection open: %v after %v", err, time.Since(began))
+	}
+	// The node closed the silent connection: reading it ends.
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the silent connection was not closed by Shutdown: read %v", err)
 	}
 }

@@ -128,6 +128,8 @@ type Node struct {
 	text *textServer
 	resp *respServer
 	http *http.Server
+	// httpNew: HTTP connections that have sent no request yet (closed at shutdown).
+	httpNew httpNewConns
 
 	closing   atomic.Bool // Shutdown closes the listeners
 	draining  atomic.Bool // Shutdown has begun: HTTP responses close their connection
@@ -241,6 +243,7 @@ func New(cfg Config) (*Node, error) {
 		WriteTimeout: httpRequestTimeout,
 		IdleTimeout:  cfg.IdleTimeout,
 		ErrorLog:     cfg.Logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		ConnState:    n.httpNew.track,
 	}
 	return n, nil
 }
@@ -403,7 +406,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		errHTTP = n.http.Shutdown(ctx)
+		// A connection that has sent nothing through the shutdown delay is idle.
+		errHTTP = shutdownHTTP(ctx, n.http, &n.httpNew, max(n.cfg.ShutdownDelay, minQuietHTTP))
 		if errors.Is(errHTTP, net.ErrClosed) { // closeListeners closed it first
 			errHTTP = nil
 		}
