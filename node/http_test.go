@@ -839,7 +839,9 @@ func TestHTTPInvalidCursorIs422(t *testing.T) {
 // a shutdown never see one fail (a POST on a connection the server closes as idle fails
 // with EOF and is not retried).
 func TestHTTPShutdownDelayClosesConnectionsBeforeIdleOnesAreCut(t *testing.T) {
-	n, c := startHTTPNode(t, Config{ShutdownDelay: 300 * time.Millisecond})
+	// A long delay: each of the 4 clients must send a request within it, on a machine
+	// that may be stalling the test.
+	n, c := startHTTPNode(t, Config{ShutdownDelay: 1500 * time.Millisecond})
 	var sent, closing atomic.Int64
 	stop := make(chan struct{})
 	failed := make(chan error, 1)
