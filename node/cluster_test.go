@@ -727,12 +727,22 @@ func TestClusterCrashIsDetectedAndRoutedAround(t *testing.T) {
 		return got == "OK"
 	})
 	t.Logf("crash routed around after %v (first failed write: %q)", time.Since(start).Round(time.Millisecond), firstErr)
-	if firstErr != "" && !strings.Contains(firstErr, "unreachable") && !strings.Contains(firstErr, "did not answer") && !strings.Contains(firstErr, "no holder") && !strings.Contains(firstErr, "not a live member") {
+	named := slices.ContainsFunc([]string{"unreachable", "did not answer", "no holder", "not a live member"},
+		func(cause string) bool { return strings.Contains(firstErr, cause) })
+	// With one of three members gone, a stall can fence n0: its lease lapses, or memberlist
+	// declares n1 dead for a moment and n0 sees no majority. The fence's error names that
+	// cause; it is accepted only if n0 or n1 did log a fence.
+	fenced := strings.Contains(firstErr, " is fenced") || strings.Contains(firstErr, "lost its lease")
+	if firstErr != "" && !named && !(fenced && fenceExplains(t, start, fmt.Sprintf("the first failed write: %q", firstErr))) {
 		t.Errorf("a write to a crashed owner failed with %q; want an error naming the cause", firstErr)
 	}
 	c.settled(c.nodes[:2])
 	for _, n := range c.nodes[:2] {
 		if got := dialTextProto(t, n).do("GET\t" + key); got != "VALUE\tafter" {
+			// A fence's flush (after the write succeeded) can remove it; nothing else.
+			if stallCanExplain(got) && fenceExplains(t, start, fmt.Sprintf("GET through %s after recovery: %q", n.router.self, got)) {
+				t.Skip("skipped: a node fenced itself (the machine stalled) and flushed the key")
+			}
 			t.Fatalf("GET through %s after recovery: %q", n.router.self, got)
 		}
 	}
@@ -741,12 +751,21 @@ func TestClusterCrashIsDetectedAndRoutedAround(t *testing.T) {
 func TestClusterNodeWithoutTheKeyIsRefused(t *testing.T) {
 	c := startCluster(t, 2)
 	intruder := newClusterNode(t, "intruder", []byte("another key"), c.nodes[0].router.ml.Addr())
-	time.Sleep(2 * time.Second)
-	if got := len(intruder.router.view.Load().names); got != 1 {
-		t.Fatalf("the intruder sees %d members", got)
+	time.Sleep(2 * time.Second) // it keeps trying (joinGrace)
+	if got := intruder.router.view.Load().names; !slices.Equal(got, []string{"intruder"}) {
+		t.Fatalf("the intruder sees members %v", got)
 	}
-	if got := len(c.nodes[0].router.view.Load().names); got != 2 {
-		t.Fatalf("the cluster sees %d members after the intruder tried", got)
+	// Neither member has ever known it, alive or gone (a member of the cluster declared
+	// dead for a moment under load may be missing from the views: not the point here).
+	for _, n := range c.nodes {
+		for _, m := range n.router.ml.Members() {
+			if m.Name == "intruder" {
+				t.Fatalf("%s knows the intruder as a member (%s)", n.router.self, m.State)
+			}
+		}
+		if slices.Contains(n.router.view.Load().names, "intruder") {
+			t.Fatalf("%s has the intruder in its view %v", n.router.self, n.router.view.Load().names)
+		}
 	}
 	// Nor does the transport accept it.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
