@@ -182,6 +182,7 @@ func TestClusterMetricsTimeTheInvalidationFanOut(t *testing.T) {
 		}
 	}
 	before := scrape(t, coord.Metrics().Registry)
+	began := time.Now()
 	if got := text.do("INV_TAG\tuser:7"); got != "INV_TAG\t30" {
 		t.Fatalf("INV_TAG: %q", got)
 	}
@@ -193,11 +194,11 @@ func TestClusterMetricsTimeTheInvalidationFanOut(t *testing.T) {
 	if got := delta("tagcache_invalidation_fanout_duration_seconds_sum"); got <= 0 {
 		t.Errorf("fan-out took %vs, want more than 0", got)
 	}
-	// At least one each: an attempt slower than invalidationAttempt (a loaded machine) is
-	// retried, and both are observed.
+	// One each; more only if the process stalled (stalls): an attempt slower than
+	// invalidationAttempt is retried, and both are observed.
 	for _, peer := range []string{"n0", "n2"} {
-		if got := delta(series("tagcache_peer_request_duration_seconds_count", "kind", "invalidation", "peer", peer)); got < 1 {
-			t.Errorf("invalidation requests to %s: %v observed, want at least 1", peer, got)
+		if got := delta(series("tagcache_peer_request_duration_seconds_count", "kind", "invalidation", "peer", peer)); got < 1 || got > 1 && !stalledSince(began) {
+			t.Errorf("invalidation requests to %s: %v observed, want 1 (more only after a stall)", peer, got)
 		}
 	}
 	if got := after.sum("tagcache_invalidation_failures_total") - before.sum("tagcache_invalidation_failures_total"); got != 0 {
@@ -263,7 +264,9 @@ func TestClusterMetricsCountPartitionsAndEntriesMovedByAJoin(t *testing.T) {
 		moved("partitions", "sent"), moved("partitions", "received"), owned)
 	newNode := after[2]
 	got := newNode[series("tagcache_handoff_partitions_total", "direction", "received")]
-	expect(got >= float64(owned), "the new node received %v partitions, want the %d it owns (all were held, so all came by handoff)", got, owned)
+	// More than it owns only if the process stalled (a lost acknowledgement, a retry).
+	expect(got == float64(owned) || got > float64(owned) && stalledSince(written),
+		"the new node received %v partitions, want the %d it owns (all were held, so all came by handoff)", got, owned)
 	got = newNode[series("tagcache_handoff_partitions_total", "direction", "sent")]
 	expect(got == 0, "the new node sent %v partitions, want 0", got)
 	items := joined.store.Stats().Items
