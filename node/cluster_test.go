@@ -1169,3 +1169,52 @@ func TestInvalidationRelaysAroundACircleOfHandoffsStop(t *testing.T) {
 		failUnlessStalled(t, start, fencedError(err.Error()), "INV_TAG: %v", err)
 	}
 }
+
+// A command whose hops run out between members that disagree about a partition for a
+// moment (each thinks the other has it, as during a handoff) ran nowhere: the node the
+// client sent it to tries it again, within the forward deadline, instead of failing it.
+func TestClusterCommandThatFoundNoHolderIsTriedAgain(t *testing.T) {
+	c := startCluster(t, 3)
+	n0, n1, n2 := c.nodes[0], c.nodes[1], c.nodes[2]
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("k%d", i); c.ownerOf(k) == n2 {
+			key = k
+		}
+	}
+	p := n0.store.PartitionOf(key)
+	// n0 sends p's commands to n1 and n1 back to n0 (moved to), until the hops run out.
+	storeName(&n0.router.parts[p].movedTo, n1.router.self)
+	storeName(&n1.router.parts[p].movedTo, n0.router.self)
+	healed := make(chan struct{})
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		storeName(&n0.router.parts[p].movedTo, "")
+		storeName(&n1.router.parts[p].movedTo, "")
+		close(healed)
+	}()
+	err := n0.router.Put(context.Background(), key, []byte("v"), 0, nil)
+	<-healed
+	if err != nil {
+		t.Fatalf("PUT while the members disagreed for 150 ms: %v", err)
+	}
+	if got := n0.router.routeRetries.Load(); got == 0 {
+		t.Errorf("the PUT succeeded without being tried again (routeRetries 0): the disagreement was not seen")
+	}
+	if v, ok := n2.store.Get(key); !ok || string(v) != "v" {
+		t.Errorf("the owner holds %q, %v; want v", v, ok)
+	}
+	// Past the deadline it still fails, and says so.
+	storeName(&n0.router.parts[p].movedTo, n1.router.self)
+	storeName(&n1.router.parts[p].movedTo, n0.router.self)
+	defer storeName(&n0.router.parts[p].movedTo, "")
+	defer storeName(&n1.router.parts[p].movedTo, "")
+	start := time.Now()
+	err = n0.router.Put(context.Background(), key, []byte("w"), 0, nil)
+	if err == nil || !strings.Contains(err.Error(), "is moving, retry") {
+		t.Fatalf("PUT while the members disagree for good: %v, want the moving error", err)
+	}
+	if el := time.Since(start); el > n0.router.cfg.ForwardTimeout+time.Second {
+		t.Errorf("gave up after %v, past the forward timeout %v", el, n0.router.cfg.ForwardTimeout)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,8 +94,9 @@ type Router struct {
 	leaving       atomic.Bool
 	started       time.Time
 
-	fwdMisses atomic.Uint64 // GETs answered as misses because the owner was unreachable
-	handedOut atomic.Uint64 // entries sent in handoffs
+	fwdMisses    atomic.Uint64 // GETs answered as misses because the owner was unreachable
+	routeRetries atomic.Uint64 // key commands tried again after they found no holder (exec)
+	handedOut    atomic.Uint64 // entries sent in handoffs
 
 	metrics *clusterMetrics // forwarding, fan-out, handoff and membership metrics (metrics_cluster.go)
 }
@@ -153,9 +155,43 @@ func (r *Router) now() int64 { return int64(time.Since(r.t0)) }
 
 // --- key commands
 
-// exec runs op where the key's partition is held: here if this node holds it, else on
-// the member that does (or that this node believes does), one hop further.
+// exec runs op (execOnce). On the node the client sent it to, a command that found no
+// holder (no holder settled yet, or the hops ran out between members whose views of the
+// ring disagree for a moment while a partition moves: a join, a leave) ran nowhere, so it
+// is tried again after a short wait, within the command's forward deadline, instead of
+// failing the client during a graceful ring change.
 func (r *Router) exec(ctx context.Context, op keyOp) (keyReply, error) {
+	if op.Hop > 0 {
+		return r.execOnce(ctx, op)
+	}
+	deadline := time.Now().Add(r.cfg.ForwardTimeout)
+	op.Deadline = deadline.UnixNano() // every attempt's hops share it
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		rep, err := r.execOnce(ctx, op)
+		if err == nil || !notRouted(err) || time.Now().Add(wait).After(deadline) {
+			return rep, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return rep, err
+		case <-t.C:
+		}
+		r.routeRetries.Add(1)
+	}
+}
+
+// notRouted reports whether err says the command found no holder and ran nowhere (it may
+// come back from a peer as text).
+func notRouted(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "is moving, retry") || strings.Contains(msg, "has no holder yet")
+}
+
+// execOnce runs op where the key's partition is held: here if this node holds it, else on
+// the member that does (or that this node believes does), one hop further.
+func (r *Router) execOnce(ctx context.Context, op keyOp) (keyReply, error) {
 	p := r.store.PartitionOf(op.Key)
 	ps := &r.parts[p]
 	if ps.held.Load() && (op.Op == opGet || op.Op == opGetEntry) {
