@@ -210,6 +210,12 @@ func (r *Router) applyInvalidation(ctx context.Context, req invalidateReq, from 
 	clock := r.store.Clock()
 	clock.Observe(req.Stamp)
 	r.recordInvalidation(req) // before the store: see handoff.go
+	// A node that is not serving (fenced) removes what it still has too, but counts none
+	// of it: its store holds what it had before it lost contact (flushed when it
+	// recovers), entries the cluster may have deleted since, so a DEL that removes only
+	// such a stale copy must not answer "deleted" (harness scenario 4 under load). Read
+	// before applying: a node fenced midway removed entries it served until then.
+	live := r.serving()
 	var n int
 	switch req.Op {
 	case invTagsAny:
@@ -222,6 +228,9 @@ func (r *Router) applyInvalidation(ctx context.Context, req invalidateReq, from 
 		n = r.store.Flush()
 	default:
 		return 0, 0, fmt.Errorf("unknown invalidation %d", req.Op)
+	}
+	if !live {
+		n = 0
 	}
 	stamp := clock.Next()
 

@@ -570,3 +570,29 @@ func TestClusterStoreMetricsAreTheNodesOwn(t *testing.T) {
 		t.Fatalf("tagcache_items summed over the nodes = %v, want 30", sum)
 	}
 }
+
+// A fenced node's store holds what it had before it lost contact: an invalidation removes
+// those entries but counts none of them, or a DEL of a key the cluster already deleted
+// would answer "deleted" from the stale copy (harness scenario 4 saw it under load).
+func TestInvalidationCountsNothingFromAFencedNodesStaleStore(t *testing.T) {
+	r := newIdleRouter(t)
+	for _, k := range []string{"k", "j"} {
+		if err := r.store.Put(k, []byte("v"), 0, []string{"t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stamp := func() uint64 { return r.store.Clock().Next() }
+	r.fenced.Store(true)
+	n, _, err := r.applyInvalidation(context.Background(), invalidateReq{Op: invKeys, Keys: []string{"k"}, Stamp: stamp()}, "peer")
+	if err != nil || n != 0 {
+		t.Errorf("fenced: DEL of a stale copy counted %d (%v), want 0", n, err)
+	}
+	if _, ok := r.store.Get("k"); ok {
+		t.Errorf("fenced: the stale copy was not removed")
+	}
+	r.fenced.Store(false)
+	n, _, err = r.applyInvalidation(context.Background(), invalidateReq{Op: invTagsAny, Tags: []string{"t"}, Stamp: stamp()}, "peer")
+	if err != nil || n != 1 {
+		t.Errorf("serving: INV_TAG counted %d (%v), want 1 (j)", n, err)
+	}
+}
