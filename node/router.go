@@ -159,18 +159,19 @@ func (r *Router) now() int64 { return int64(time.Since(r.t0)) }
 // holder (no holder settled yet, or the hops ran out between members whose views of the
 // ring disagree for a moment while a partition moves: a join, a leave) ran nowhere, so it
 // is tried again after a short wait, within the command's forward deadline, instead of
-// failing the client during a graceful ring change.
+// failing the client during a graceful ring change. A command that runs or fails
+// otherwise costs nothing more than before (no clock read).
 func (r *Router) exec(ctx context.Context, op keyOp) (keyReply, error) {
-	if op.Hop > 0 {
-		return r.execOnce(ctx, op)
+	entry := op.Hop == 0
+	rep, err := r.execOnce(ctx, &op)
+	if !entry || err == nil || !notRouted(err) {
+		return rep, err
 	}
-	deadline := time.Now().Add(r.cfg.ForwardTimeout)
-	op.Deadline = deadline.UnixNano() // every attempt's hops share it
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		rep, err := r.execOnce(ctx, op)
-		if err == nil || !notRouted(err) || time.Now().Add(wait).After(deadline) {
-			return rep, err
-		}
+	if op.Deadline == 0 { // never forwarded: its deadline starts now
+		op.Deadline = time.Now().Add(r.cfg.ForwardTimeout).UnixNano()
+	}
+	deadline := time.Unix(0, op.Deadline) // every attempt's hops share the first's
+	for wait := time.Millisecond; time.Now().Add(wait).Before(deadline); wait = min(2*wait, 50*time.Millisecond) {
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -179,31 +180,42 @@ func (r *Router) exec(ctx context.Context, op keyOp) (keyReply, error) {
 		case <-t.C:
 		}
 		r.routeRetries.Add(1)
+		op.Hop = 0
+		if rep, err = r.execOnce(ctx, &op); err == nil || !notRouted(err) {
+			return rep, err
+		}
 	}
+	return rep, err
 }
 
-// notRouted reports whether err says the command found no holder and ran nowhere (it may
-// come back from a peer as text).
+// What a command that found no holder says (it may come back from a peer as text).
+const (
+	errNoHolderYet = "has no holder yet (ownership is being settled), retry"
+	errMoving      = "is moving, retry"
+)
+
+// notRouted reports whether err says the command found no holder and ran nowhere.
 func notRouted(err error) bool {
 	msg := err.Error()
-	return strings.Contains(msg, "is moving, retry") || strings.Contains(msg, "has no holder yet")
+	return strings.Contains(msg, errMoving) || strings.Contains(msg, errNoHolderYet)
 }
 
 // execOnce runs op where the key's partition is held: here if this node holds it, else on
-// the member that does (or that this node believes does), one hop further.
-func (r *Router) execOnce(ctx context.Context, op keyOp) (keyReply, error) {
+// the member that does (or that this node believes does), one hop further. It sets
+// op.Hop and, on the first forward, op.Deadline.
+func (r *Router) execOnce(ctx context.Context, op *keyOp) (keyReply, error) {
 	p := r.store.PartitionOf(op.Key)
 	ps := &r.parts[p]
 	if ps.held.Load() && (op.Op == opGet || op.Op == opGetEntry) {
 		// Reads need not exclude a handoff: until the commit this node's copy is the
 		// partition's current state, and a read racing the commit is concurrent with
 		// every write the new holder accepts after it.
-		return r.execLocal(op)
+		return r.execLocal(*op)
 	}
 	if ps.held.Load() {
 		ps.mu.RLock()
 		if ps.held.Load() {
-			rep, err := r.execLocal(op)
+			rep, err := r.execLocal(*op)
 			ps.mu.RUnlock()
 			return rep, err
 		}
@@ -212,9 +224,9 @@ func (r *Router) execOnce(ctx context.Context, op keyOp) (keyReply, error) {
 	target := r.routeTarget(p)
 	switch {
 	case target == "":
-		return keyReply{}, unavailable("partition %d has no holder yet (ownership is being settled), retry", p)
+		return keyReply{}, unavailable("partition %d "+errNoHolderYet, p)
 	case int(op.Hop) >= maxHops:
-		return keyReply{}, unavailable("routing: ownership of partition %d is moving, retry", p)
+		return keyReply{}, unavailable("routing: ownership of partition %d "+errMoving, p)
 	}
 	op.Hop++
 	addr, ok := r.view.Load().peer[target]
@@ -227,7 +239,7 @@ func (r *Router) execOnce(ctx context.Context, op keyOp) (keyReply, error) {
 	}
 	ctx, cancel := context.WithDeadline(ctx, time.Unix(0, op.Deadline))
 	defer cancel()
-	rep, err := transport.CallTyped[keyOp, keyReply](ctx, r.tc, addr, kindKeyOp, op)
+	rep, err := transport.CallTyped[keyOp, keyReply](ctx, r.tc, addr, kindKeyOp, *op)
 	r.countForward(target, op.Op, err)
 	if err == nil {
 		r.onContact()
