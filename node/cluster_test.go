@@ -177,23 +177,12 @@ func (tr *trouble) since(t0 time.Time, marks ...string) []string {
 }
 
 // stallExplains reports whether a node of t's cluster fenced itself or saw a member
-// declared dead since t0, which explains what (a request that failed with the fence's
+// declared dead since t0 (only lines holding one of marks, if any), after a stall of the
+// process (trouble.since), which explains what (a request that failed with the fence's
 // error or missed, a count short of what was written): a node logs the fence a moment
 // after it refused its first request, so it waits up to 2 s for the line. When it does,
 // it logs what it tolerates and why.
-func stallExplains(t testing.TB, t0 time.Time, what string) bool {
-	t.Helper()
-	return troubleExplains(t, t0, what)
-}
-
-// fenceExplains is stallExplains counting only fences, for a test that makes a member
-// fail on purpose.
-func fenceExplains(t testing.TB, t0 time.Time, what string) bool {
-	t.Helper()
-	return troubleExplains(t, t0, what, "fencing this node", "recovered from fence")
-}
-
-func troubleExplains(t testing.TB, t0 time.Time, what string, marks ...string) bool {
+func stallExplains(t testing.TB, t0 time.Time, what string, marks ...string) bool {
 	t.Helper()
 	tr := troubleOf(t)
 	deadline := time.Now().Add(2 * time.Second)
@@ -207,6 +196,13 @@ func troubleExplains(t testing.TB, t0 time.Time, what string, marks ...string) b
 	t.Logf("tolerated, because the machine stalled (the cluster logged %d such lines): %s\n\t%s",
 		len(lines), what, strings.Join(lines, "\n\t"))
 	return true
+}
+
+// fenceExplains is stallExplains counting only fences, for a test that makes a member
+// fail on purpose.
+func fenceExplains(t testing.TB, t0 time.Time, what string) bool {
+	t.Helper()
+	return stallExplains(t, t0, what, "fencing this node", "recovered from fence")
 }
 
 // skipIfStalled ends the test as skipped when stallExplains(t, t0, what): a fence
@@ -227,10 +223,10 @@ func skipIfStalled(t testing.TB, t0 time.Time, what string) {
 // fan-out to the members, one of those refusing it (not acknowledged, not every member
 // answered). A wrong value or any other error is not.
 func stallCanExplain(reply string) bool {
-	if reply == "NF" {
+	if reply == "NF" || fencedError(reply) {
 		return true
 	}
-	for _, s := range []string{" is fenced", "lost its lease", "has no holder yet", "is moving, retry",
+	for _, s := range []string{errNoHolderYet, errMoving,
 		"is not a live member", "unreachable", "did not answer", "not acknowledged by", "not every member answered"} {
 		if strings.Contains(reply, s) {
 			return true
